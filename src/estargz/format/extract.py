@@ -1,0 +1,202 @@
+"""Write a blob's tree to a directory, never outside it.
+
+All names are checked before anything is written: a ``..`` component is refused, and so is an
+absolute name unless the caller asks to strip the leading slash (as GNU tar does by default).
+Files are then created relative to directory descriptors opened with ``O_NOFOLLOW``, so a symlink
+planted by an earlier entry cannot redirect a later one out of the tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from estargz.errors import UnsafePath
+from estargz.format.reader import BlobReader, FileInfo
+
+__all__ = ["ExtractReport", "extract"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(slots=True)
+class ExtractReport:
+    entries: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_name(raw: str, what: str, strip_leading_slash: bool) -> None:
+    if ".." in raw.split("/"):
+        raise UnsafePath(f"{what} {raw!r} has a '..' component: refused")
+    if raw.startswith("/") and not strip_leading_slash:
+        raise UnsafePath(
+            f"{what} {raw!r} is absolute: refused (strip the leading '/' to extract it "
+            "inside the target directory)"
+        )
+
+
+def _mtime_ns(modtime: str) -> int:
+    if not modtime:
+        return 0
+    try:
+        stamp = datetime.fromisoformat(modtime.replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp()) * 1_000_000_000
+
+
+class _Tree:
+    """Directory descriptors below the root, opened without following symlinks."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(root, exist_ok=True)
+        self.root_fd = os.open(root, _DIR_FLAGS)
+        self._fds: dict[str, int] = {"": self.root_fd}
+
+    def dir_fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            return fd
+        parent, _, base = path.rpartition("/")
+        pfd = self.dir_fd(parent)
+        try:
+            os.mkdir(base, 0o755, dir_fd=pfd)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePath(f"{path!r} is not a directory (a symlink?): refused") from exc
+            raise
+        self._fds[path] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _remove(pfd: int, base: str, keep_dir: bool) -> None:
+    try:
+        st = os.lstat(base, dir_fd=pfd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return
+        raise UnsafePath(f"{base!r}: a directory is in the way of a non-directory entry")
+    os.unlink(base, dir_fd=pfd)
+
+
+def _write_file(reader: BlobReader, info: FileInfo, pfd: int, base: str) -> tuple[int, int]:
+    fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=pfd)
+    written = 0
+    try:
+        for chunk in reader.chunks(info.name):
+            data = reader.read_chunk(info.hardlink_to or info.name, chunk)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            written += len(data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, written
+
+
+def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False) -> ExtractReport:
+    """Recreate the blob's tree under ``dest`` with modes, owners (as root), times and xattrs."""
+    for e in reader.entries:
+        if e.type == "chunk":
+            continue
+        _check_name(e.name, "entry", strip_leading_slash)
+        if e.type == "hardlink":
+            _check_name(e.link_name, f"hardlink {e.name!r} target", strip_leading_slash)
+    report = ExtractReport()
+    as_root = os.geteuid() == 0
+    tree = _Tree(dest)
+    dirs: list[tuple[str, FileInfo]] = []
+    try:
+        for info in reader.walk():
+            report.entries += 1
+            if info.name == "":
+                dirs.append(("", info))
+                continue
+            parent, _, base = info.name.rpartition("/")
+            pfd = tree.dir_fd(parent)
+            kind = info.type if info.hardlink_to is None else "hardlink"
+            _remove(pfd, base, keep_dir=kind == "dir")
+            fd = -1
+            if kind == "dir":
+                tree.dir_fd(info.name)
+                dirs.append((info.name, info))
+                continue
+            if kind == "hardlink":
+                assert info.hardlink_to is not None
+                tparent, _, tbase = info.hardlink_to.rpartition("/")
+                os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent), dst_dir_fd=pfd,
+                        follow_symlinks=False)
+                continue
+            if kind == "reg":
+                fd, n = _write_file(reader, info, pfd, base)
+                report.bytes += n
+            elif kind == "symlink":
+                os.symlink(info.link_name, base, dir_fd=pfd)
+            elif kind in ("char", "block"):
+                fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
+                os.mknod(base, fmt | (info.mode & 0o7777), os.makedev(info.dev_major,
+                         info.dev_minor), dir_fd=pfd)
+            elif kind == "fifo":
+                os.mkfifo(base, info.mode & 0o7777, dir_fd=pfd)
+            try:
+                _apply(info, pfd, base, fd, as_root, report)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        for name, info in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
+            fd = tree.dir_fd(name)
+            _apply(info, fd, None, fd, as_root, report)
+    finally:
+        tree.close()
+    return report
+
+
+def _apply(info: FileInfo, pfd: int, base: str | None, fd: int, as_root: bool,
+           report: ExtractReport) -> None:
+    """Owner, xattrs, mode and time; through the open descriptor when there is one."""
+    ns = _mtime_ns(info.modtime)
+    mode = info.mode & 0o7777
+    if fd >= 0:
+        if as_root:
+            os.fchown(fd, info.uid, info.gid)
+        for key, value in info.xattrs.items():
+            _setxattr(fd, key, value, info, report)
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(ns, ns))
+        return
+    assert base is not None
+    if as_root:
+        os.chown(base, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
+    if info.type != "symlink":
+        for key, value in info.xattrs.items():
+            _setxattr(f"/proc/self/fd/{pfd}/{base}", key, value, info, report)
+        os.chmod(base, mode, dir_fd=pfd)
+    os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+
+
+def _setxattr(target: int | str, key: str, value: bytes, info: FileInfo,
+              report: ExtractReport) -> None:
+    try:
+        os.setxattr(target, key, value)
+    except OSError as exc:
+        report.warnings.append(f"{info.name!r}: xattr {key!r} not set: {exc.strerror}")

@@ -1,0 +1,192 @@
+"""Random-access byte sources: what the reader reads a blob through, and the writer a tar from.
+
+A source needs two things, a ``size`` and ``read_at(offset, size)``. Local files, byte strings and
+(later) registry range readers all fit, so the format code never knows where bytes come from.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import threading
+from typing import BinaryIO, Protocol, runtime_checkable
+
+__all__ = [
+    "BlobSource",
+    "BytesSource",
+    "FileSource",
+    "SourceFile",
+    "as_source",
+    "gzip_magic",
+    "spool_tar",
+]
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+
+
+@runtime_checkable
+class BlobSource(Protocol):
+    """Anything a blob can be read from at arbitrary offsets."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset``, fewer only at the end of the source."""
+        ...
+
+
+class BytesSource:
+    """A blob held in memory."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._data = memoryview(data).toreadonly()
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return bytes(self._data[offset : offset + size])
+
+
+class FileSource:
+    """A local file, read with ``pread`` so that threads can share one descriptor."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._size = os.fstat(self._fd).st_size
+        self._lock = threading.Lock()
+        self.path = os.fspath(path)
+
+    @classmethod
+    def from_fd(cls, fd: int, base: int = 0) -> FileSource:
+        self = cls.__new__(cls)
+        self._fd = os.dup(fd)
+        self._size = os.fstat(self._fd).st_size - base
+        self._lock = threading.Lock()
+        self.path = f"<fd {fd}>"
+        self._base = base
+        return self
+
+    _base = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0:
+            raise ValueError(f"negative read: offset {offset} size {size}")
+        size = max(0, min(size, self._size - offset))
+        chunks = []
+        pos = offset + self._base
+        while size > 0:
+            chunk = os.pread(self._fd, size, pos)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            pos += len(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset``; returns the number of bytes read."""
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self._fd, [buf[done:]], self._base + offset + done)
+            if n <= 0:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SourceFile(io.RawIOBase):
+    """A seekable read-only file object over a :class:`BlobSource` (for ``tarfile``)."""
+
+    def __init__(self, source: BlobSource) -> None:
+        super().__init__()
+        self._source = source
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._source.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self._source.read_at(self._pos, len(buf))
+        n = len(data)
+        memoryview(buf)[:n] = data
+        self._pos += n
+        return n
+
+
+def as_source(blob: BlobSource | bytes | bytearray | str | os.PathLike[str]) -> BlobSource:
+    """Accept a path, bytes or a ready source."""
+    if isinstance(blob, bytes | bytearray):
+        return BytesSource(blob)
+    if isinstance(blob, str | os.PathLike):
+        return FileSource(blob)
+    return blob
+
+
+def gzip_magic(head: bytes) -> bool:
+    return head[:3] == _GZIP_MAGIC
+
+
+def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
+    """Copy a tar (or tar.gz, decompressed on the way) from a stream into an unnamed temp file.
+
+    ``head`` holds the bytes already read from the stream to sniff its type.
+    """
+    tmp = tempfile.TemporaryFile(dir=tmpdir)
+    try:
+        if gzip_magic(head):
+            from zlib_ng import gzip_ng
+
+            class _Rejoin:
+                def __init__(self) -> None:
+                    self._head = head
+
+                def read(self, n: int = -1) -> bytes:
+                    if self._head:
+                        out, self._head = self._head, b""
+                        return out
+                    return stream.read(n)
+
+            with gzip_ng.GzipFile(fileobj=_Rejoin(), mode="rb") as gz:  # type: ignore[arg-type]
+                shutil.copyfileobj(gz, tmp, 1 << 20)
+        else:
+            tmp.write(head)
+            shutil.copyfileobj(stream, tmp, 1 << 20)
+        tmp.flush()
+        return FileSource.from_fd(tmp.fileno())
+    finally:
+        tmp.close()

@@ -1,0 +1,126 @@
+"""TOC JSON: encoding as the Go writer does it (field order, ``omitempty``) and strict decoding."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from estargz.errors import InvalidTOC
+from estargz.format.types import ENTRY_TYPES, TOCEntry
+
+__all__ = ["decode_toc", "encode_toc", "toc_digest"]
+
+# (python attribute, JSON name, kind) in the Go struct's order, so that our TOCs read like theirs.
+_FIELDS: tuple[tuple[str, str, type], ...] = (
+    ("name", "name", str),
+    ("type", "type", str),
+    ("size", "size", int),
+    ("modtime", "modtime", str),
+    ("link_name", "linkName", str),
+    ("mode", "mode", int),
+    ("uid", "uid", int),
+    ("gid", "gid", int),
+    ("user_name", "userName", str),
+    ("group_name", "groupName", str),
+    ("offset", "offset", int),
+    ("inner_offset", "innerOffset", int),
+    ("dev_major", "devMajor", int),
+    ("dev_minor", "devMinor", int),
+    ("xattrs", "xattrs", dict),
+    ("digest", "digest", str),
+    ("chunk_offset", "chunkOffset", int),
+    ("chunk_size", "chunkSize", int),
+    ("chunk_digest", "chunkDigest", str),
+)
+_BY_JSON = {json_name: (attr, kind) for attr, json_name, kind in _FIELDS}
+_MAX_INT = (1 << 63) - 1
+
+
+def toc_digest(toc_json: bytes) -> str:
+    """The TOC digest: sha256 over the exact JSON bytes."""
+    return "sha256:" + hashlib.sha256(toc_json).hexdigest()
+
+
+def _entry_to_dict(e: TOCEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": e.name, "type": e.type}
+    for attr, json_name, _kind in _FIELDS[2:]:
+        value = getattr(e, attr)
+        if not value:
+            continue
+        if attr == "xattrs":
+            value = {k: base64.b64encode(v).decode("ascii") for k, v in sorted(value.items())}
+        out[json_name] = value
+    return out
+
+
+def encode_toc(entries: Iterable[TOCEntry]) -> bytes:
+    """Serialise a TOC; zero fields are left out like Go's ``omitempty``."""
+    doc = {"version": 1, "entries": [_entry_to_dict(e) for e in entries]}
+    return orjson.dumps(doc)
+
+
+def _check_int(value: Any, where: str, json_name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidTOC(f"{where}: field {json_name!r} must be an integer, got {value!r}")
+    if value < 0 or value > _MAX_INT:
+        raise InvalidTOC(f"{where}: field {json_name!r} out of range: {value}")
+    return value
+
+
+def _decode_entry(raw: Any, index: int) -> TOCEntry:
+    where = f"TOC entry #{index}"
+    if not isinstance(raw, dict):
+        raise InvalidTOC(f"{where}: not a JSON object")
+    name = raw.get("name")
+    etype = raw.get("type")
+    if not isinstance(name, str):
+        raise InvalidTOC(f"{where}: missing or non-string 'name'")
+    where = f"TOC entry #{index} ({name!r})"
+    if etype not in ENTRY_TYPES:
+        raise InvalidTOC(f"{where}: unknown type {etype!r}")
+    entry = TOCEntry(name=name, type=etype)
+    for json_name, value in raw.items():
+        spec = _BY_JSON.get(json_name)
+        if spec is None or json_name in ("name", "type") or value is None:
+            continue  # unknown fields are tolerated, as Go's decoder does
+        attr, kind = spec
+        if kind is int:
+            setattr(entry, attr, _check_int(value, where, json_name))
+        elif kind is str:
+            if not isinstance(value, str):
+                raise InvalidTOC(f"{where}: field {json_name!r} must be a string")
+            setattr(entry, attr, value)
+        else:
+            if not isinstance(value, dict):
+                raise InvalidTOC(f"{where}: field 'xattrs' must be an object")
+            xattrs: dict[str, bytes] = {}
+            for key, b64 in value.items():
+                if not isinstance(b64, str):
+                    raise InvalidTOC(f"{where}: xattr {key!r} is not base64 text")
+                try:
+                    xattrs[key] = base64.b64decode(b64, validate=True)
+                except binascii.Error as exc:
+                    raise InvalidTOC(f"{where}: xattr {key!r} is not valid base64") from exc
+            entry.xattrs = xattrs
+    return entry
+
+
+def decode_toc(toc_json: bytes) -> list[TOCEntry]:
+    """Parse and type-check a TOC; the semantic checks live in the reader's index."""
+    try:
+        doc = orjson.loads(toc_json)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidTOC(f"TOC is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidTOC("TOC is not a JSON object")
+    raw_entries = doc.get("entries")
+    if raw_entries is None:
+        raw_entries = []
+    if not isinstance(raw_entries, list):
+        raise InvalidTOC("TOC 'entries' is not an array")
+    return [_decode_entry(raw, i) for i, raw in enumerate(raw_entries)]

@@ -1,0 +1,88 @@
+"""The vocabulary of the format: names, sizes, annotation keys and the TOC entry model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CHUNK_SIZE_DEFAULT",
+    "ENTRY_TYPES",
+    "EXTERNAL_FOOTER_SIZE",
+    "FOOTER_SIZE",
+    "LANDMARK_CONTENTS",
+    "LANDMARK_NAMES",
+    "LEGACY_FOOTER_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_TOC_SIZE",
+    "NO_PREFETCH_LANDMARK",
+    "PREFETCH_LANDMARK",
+    "STORE_UNCOMPRESSED_SIZE_ANNOTATION",
+    "TOC_JSON_DIGEST_ANNOTATION",
+    "TOC_LAYER_DIGEST_ANNOTATION",
+    "TOC_TAR_NAME",
+    "TOCEntry",
+]
+
+TOC_TAR_NAME = "stargz.index.json"
+"""Name of the tar entry holding the TOC JSON (last entry of the blob, or the external TOC)."""
+
+# Footer of an eStargz blob: an empty gzip member whose header carries the TOC offset.
+#   10  gzip header: 1f 8b 08 (deflate) 04 (FEXTRA) 00000000 (MTIME) 00 (XFL) ff (OS)
+#    2  XLEN = 26
+#    4  subfield: 'S' 'G' LE16(22)
+#   22  "%016x" % toc_offset + "STARGZ"
+#    5  stored empty final block: 01 00 00 ff ff
+#    8  CRC32 = 0, ISIZE = 0
+#   --
+#   51
+FOOTER_SIZE = 51
+# Same shape, subfield payload "STARGZEXTERNALTOC" (17 bytes) and no offset: 10+2+4+17+5+8.
+EXTERNAL_FOOTER_SIZE = 46
+# CRFS stargz: the 22 payload bytes are the whole extra field, no subfield header: 10+2+22+5+8.
+LEGACY_FOOTER_SIZE = 47
+
+CHUNK_SIZE_DEFAULT = 4 << 20
+MAX_CHUNK_SIZE = 1 << 30
+"""Largest chunk a reader inflates into memory; a TOC asking for more is refused."""
+MAX_TOC_SIZE = 1 << 30
+"""Largest TOC JSON a reader accepts (decompression bombs stop here)."""
+
+PREFETCH_LANDMARK = ".prefetch.landmark"
+NO_PREFETCH_LANDMARK = ".no.prefetch.landmark"
+LANDMARK_NAMES = frozenset({PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK})
+LANDMARK_CONTENTS = b"\x0f"
+
+TOC_JSON_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
+STORE_UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"
+TOC_LAYER_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/layer.digest"
+
+ENTRY_TYPES = frozenset({"dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"})
+
+
+@dataclass(slots=True)
+class TOCEntry:
+    """One element of the TOC's ``entries`` array.
+
+    Field names follow Python; ``toc.py`` maps them to the JSON names of the Go struct. Zero
+    values mean "absent", exactly as the Go encoder's ``omitempty`` writes them.
+    """
+
+    name: str
+    type: str
+    size: int = 0
+    modtime: str = ""
+    link_name: str = ""
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    user_name: str = ""
+    group_name: str = ""
+    dev_major: int = 0
+    dev_minor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    digest: str = ""
+    offset: int = 0
+    inner_offset: int = 0
+    chunk_offset: int = 0
+    chunk_size: int = 0
+    chunk_digest: str = ""
