@@ -5,7 +5,7 @@ that, so the format stays usable on its own.
 """
 
 from estargz.format.extract import extract
-from estargz.format.footer import Footer, external_footer, estargz_footer, parse_footer
+from estargz.format.footer import Footer, estargz_footer, external_footer, parse_footer
 from estargz.format.reader import (
     BlobReader,
     Chunk,

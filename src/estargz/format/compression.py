@@ -50,7 +50,7 @@ def _load() -> dict[str, Engine]:
     except ImportError:  # pragma: no cover - zlib-ng is a dependency, but stay usable without
         pass
     else:
-        engines["zlib-ng"] = Engine("zlib-ng", zlib_ng.ZLIBNG_VERSION, zlib_ng)
+        engines["zlib-ng"] = Engine("zlib-ng", str(zlib_ng.ZLIBNG_VERSION), zlib_ng)
     return engines
 
 

@@ -8,6 +8,7 @@ planted by an earlier entry cannot redirect a later one out of the tree.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -65,10 +66,8 @@ class _Tree:
             return fd
         parent, _, base = path.rpartition("/")
         pfd = self.dir_fd(parent)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(base, 0o755, dir_fd=pfd)
-        except FileExistsError:
-            pass
         try:
             fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
         except OSError as exc:

@@ -27,7 +27,7 @@ from estargz.errors import (
 )
 from estargz.format.compression import inflate_member
 from estargz.format.footer import Footer, parse_footer
-from estargz.format.source import BlobSource, BytesSource, as_source
+from estargz.format.source import BlobSource, as_source
 from estargz.format.tarscan import clean_name
 from estargz.format.toc import decode_toc, toc_digest
 from estargz.format.types import (

@@ -166,7 +166,7 @@ def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
 
     ``head`` holds the bytes already read from the stream to sniff its type.
     """
-    tmp = tempfile.TemporaryFile(dir=tmpdir)
+    tmp = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115
     try:
         if gzip_magic(head):
             from zlib_ng import gzip_ng
@@ -181,7 +181,7 @@ def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
                         return out
                     return stream.read(n)
 
-            with gzip_ng.GzipFile(fileobj=_Rejoin(), mode="rb") as gz:  # type: ignore[arg-type]
+            with gzip_ng.GzipFile(fileobj=_Rejoin(), mode="rb") as gz:  # type: ignore[no-untyped-call]
                 shutil.copyfileobj(gz, tmp, 1 << 20)
         else:
             tmp.write(head)

@@ -134,7 +134,7 @@ def scan_tar(fileobj: BinaryIO, size: int) -> tuple[list[TarMember], int]:
     end-of-archive blocks, if any, begin).
     """
     try:
-        tf = tarfile.open(fileobj=fileobj, mode="r:", errorlevel=2)
+        tf = tarfile.open(fileobj=fileobj, mode="r:", errorlevel=2)  # noqa: SIM115
     except tarfile.ReadError as exc:
         if size == 0 or _all_zero(fileobj, size):
             return [], 0
@@ -165,7 +165,7 @@ def scan_tar(fileobj: BinaryIO, size: int) -> tuple[list[TarMember], int]:
     except tarfile.ReadError as exc:
         raise InvalidTar(f"malformed tar header after offset {prev_end}: {exc}") from exc
     finally:
-        tf.members = []
+        tf.members = []  # type: ignore[attr-defined]
     return members, prev_end
 
 

@@ -503,7 +503,7 @@ def build(
     source = _open_tar(src, options.tmpdir)
     try:
         with io.BufferedReader(SourceFile(source), 1 << 16) as tar_file:
-            members, _end = scan_tar(tar_file, source.size)  # type: ignore[arg-type]
+            members, _end = scan_tar(tar_file, source.size)
         planner = _Planner(options.min_chunk_size)
         entries: list[TOCEntry] = []
         missed: list[str] = []

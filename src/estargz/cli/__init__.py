@@ -1,0 +1,1 @@
+"""Command-line front end: ``estargz layer ...`` (blob level) and ``estargz demo``."""
