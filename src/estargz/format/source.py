@@ -161,6 +161,28 @@ def gzip_magic(head: bytes) -> bool:
     return head[:3] == _GZIP_MAGIC
 
 
+class _Prefixed(io.RawIOBase):
+    """A stream with some bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buf), len(self._head))
+            memoryview(buf)[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._stream.read(len(buf))
+        memoryview(buf)[: len(data)] = data
+        return len(data)
+
+
 def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
     """Copy a tar (or tar.gz, decompressed on the way) from a stream into an unnamed temp file.
 
@@ -171,17 +193,7 @@ def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
         if gzip_magic(head):
             from zlib_ng import gzip_ng
 
-            class _Rejoin:
-                def __init__(self) -> None:
-                    self._head = head
-
-                def read(self, n: int = -1) -> bytes:
-                    if self._head:
-                        out, self._head = self._head, b""
-                        return out
-                    return stream.read(n)
-
-            with gzip_ng.GzipFile(fileobj=_Rejoin(), mode="rb") as gz:  # type: ignore[no-untyped-call]
+            with gzip_ng.GzipFile(fileobj=_Prefixed(head, stream), mode="rb") as gz:  # type: ignore[no-untyped-call]
                 shutil.copyfileobj(gz, tmp, 1 << 20)
         else:
             tmp.write(head)
