@@ -1,56 +1,72 @@
 """Deflate engines: the fastest available one compresses, any one inflates.
 
-zlib-ng is a dependency and preferred; the stdlib ``zlib`` is the fallback. The engine's name,
-version and level are reported with every blob, because two engines do not produce the same
-bytes: reproducing a blob means using the same engine and level.
+libdeflate (the ``deflate`` package) is preferred: on a Debian root filesystem at level 9 it
+needs about two thirds of zlib-ng's CPU time and writes smaller members, because each member is
+compressed whole, in one call, which is the case libdeflate is built for. zlib-ng is the second
+choice and the stdlib ``zlib`` the fallback. The engine's name, version and level are reported
+with every blob, because two engines do not produce the same bytes: reproducing a blob means
+using the same engine and level.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Protocol
 
 from estargz.errors import FormatError
 
 __all__ = ["Engine", "available_engines", "default_engine", "get_engine", "inflate_member"]
 
-
-class _Compressor(Protocol):
-    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes: ...
-    def flush(self, mode: int = ..., /) -> bytes: ...
+Buffer = bytes | bytearray | memoryview
+_PREFERENCE = ("libdeflate", "zlib-ng", "zlib")
 
 
 @dataclass(frozen=True, slots=True)
 class Engine:
-    """A deflate implementation able to write gzip members."""
+    """A deflate implementation able to write one complete gzip member in one call."""
 
     name: str
     version: str
-    module: ModuleType
+    compress: Callable[[Buffer, int], bytes]
 
     @property
     def label(self) -> str:
         return f"{self.name} {self.version}"
 
-    def gzip_member(self, pieces: Iterable[bytes | bytearray | memoryview], level: int) -> bytes:
-        """One complete gzip member (header MTIME 0, no name) holding ``pieces`` in order."""
-        comp: _Compressor = self.module.compressobj(level, zlib.DEFLATED, 31)
-        out = [comp.compress(p) for p in pieces]
-        out.append(comp.flush())
-        return b"".join(out)
+    def gzip_member(self, data: Buffer, level: int) -> bytes:
+        """A gzip member (MTIME 0, no file name) holding ``data``; releases the GIL."""
+        return self.compress(data, level)
+
+
+def _streaming(module: object) -> Callable[[Buffer, int], bytes]:
+    def compress(data: Buffer, level: int) -> bytes:
+        comp = module.compressobj(level, zlib.DEFLATED, 31)  # type: ignore[attr-defined]
+        return b"".join((comp.compress(data), comp.flush()))
+
+    return compress
 
 
 def _load() -> dict[str, Engine]:
-    engines = {"zlib": Engine("zlib", zlib.ZLIB_RUNTIME_VERSION, zlib)}
+    engines = {"zlib": Engine("zlib", zlib.ZLIB_RUNTIME_VERSION, _streaming(zlib))}
     try:
         from zlib_ng import zlib_ng
-    except ImportError:  # pragma: no cover - zlib-ng is a dependency, but stay usable without
+    except ImportError:  # pragma: no cover - a dependency, but stay usable without it
         pass
     else:
-        engines["zlib-ng"] = Engine("zlib-ng", str(zlib_ng.ZLIBNG_VERSION), zlib_ng)
+        engines["zlib-ng"] = Engine("zlib-ng", str(zlib_ng.ZLIBNG_VERSION), _streaming(zlib_ng))
+    try:
+        import deflate
+    except ImportError:  # pragma: no cover - a dependency, but stay usable without it
+        pass
+    else:
+
+        def libdeflate(data: Buffer, level: int) -> bytes:
+            return bytes(deflate.gzip_compress(data, level))  # a bytearray: freeze it
+
+        engines["libdeflate"] = Engine(
+            "libdeflate", f"(deflate {deflate.__version__})", libdeflate
+        )
     return engines
 
 
@@ -62,8 +78,8 @@ def available_engines() -> list[str]:
 
 
 def default_engine() -> Engine:
-    """zlib-ng when installed (several times faster at level 9), else zlib."""
-    return _ENGINES.get("zlib-ng") or _ENGINES["zlib"]
+    """The first installed of libdeflate, zlib-ng and zlib."""
+    return next(_ENGINES[name] for name in _PREFERENCE if name in _ENGINES)
 
 
 def get_engine(name: str | None) -> Engine:

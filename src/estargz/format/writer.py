@@ -47,6 +47,7 @@ __all__ = ["BuildOptions", "BuildResult", "build", "build_toc_blob"]
 
 _BLOCK = 512
 _END_OF_ARCHIVE = b"\x00" * (2 * _BLOCK)
+_INFLIGHT_BYTES_PER_WORKER = 24 << 20
 _HEADER_RUN_LIMIT = 32 << 20
 """A member holding only headers is closed past this size, to bound memory on huge tars."""
 
@@ -71,7 +72,8 @@ class BuildOptions:
       no reordering) so that gunzip gives back the input exactly. Needs ``external_toc``;
       refuses ``prioritized_files`` and an input that already holds a TOC.
     - ``workers``: compression threads (default: CPU count). Output bytes do not depend on it.
-    - ``engine``: ``"zlib-ng"`` or ``"zlib"`` (default: the fastest installed).
+    - ``engine``: ``"libdeflate"``, ``"zlib-ng"`` or ``"zlib"`` (default: the first installed
+      in that order, the fastest).
     - ``tmpdir``: where a compressed or streamed input is unpacked before conversion.
     """
 
@@ -368,7 +370,7 @@ def _compress(plan: _MemberPlan, source: FileSource, engine: Engine, level: int)
         "sha256:" + hashlib.sha256(view[c.raw_start : c.raw_start + c.length]).hexdigest()
         for c in plan.chunks
     ]
-    return _MemberResult(raw, engine.gzip_member([view], level), digests)
+    return _MemberResult(raw, engine.gzip_member(view, level), digests)
 
 
 class _Output:
@@ -420,16 +422,22 @@ def _run(
                 out.write_member(plan, _compress(plan, source, engine, level))
         return
     inflight: deque[tuple[_MemberPlan, Future[_MemberResult]]] = deque()
-    limit = 2 * workers + 2
+    # Results are written in order, so one slow member holds the others back: keep enough
+    # queued that every thread stays busy, bounded in bytes to bound memory.
+    max_members = 8 * workers
+    max_bytes = _INFLIGHT_BYTES_PER_WORKER * workers
+    queued = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="estargz-deflate") as pool:
         try:
             for _ in plans:
                 while planner.ready:
                     plan = planner.ready.popleft()
                     inflight.append((plan, pool.submit(_compress, plan, source, engine, level)))
-                    while len(inflight) > limit:
+                    queued += plan.size
+                    while len(inflight) > max_members or (queued > max_bytes and len(inflight) > 1):
                         done_plan, fut = inflight.popleft()
                         out.write_member(done_plan, fut.result())
+                        queued -= done_plan.size
             while inflight:
                 done_plan, fut = inflight.popleft()
                 out.write_member(done_plan, fut.result())
@@ -444,7 +452,7 @@ def _toc_tar(toc_json: bytes) -> bytes:
 
 def build_toc_blob(toc_json: bytes, level: int = 9, engine: str | None = None) -> bytes:
     """The external TOC: a tar.gz holding only ``stargz.index.json``."""
-    return get_engine(engine).gzip_member([_toc_tar(toc_json) + _END_OF_ARCHIVE], level)
+    return get_engine(engine).gzip_member(_toc_tar(toc_json) + _END_OF_ARCHIVE, level)
 
 
 # --- input --------------------------------------------------------------------------------
@@ -462,13 +470,12 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
                 return source
             source.close()
             with open(src, "rb") as f:
-                return spool_tar(f, b"", tmpdir)
-        if isinstance(src, FileSource):
-            if not gzip_magic(src.read_at(0, 3)):
-                return FileSource.from_fd(src.fileno)
-            return spool_tar(io.BufferedReader(SourceFile(src)), b"", tmpdir)
+                return spool_tar(f, f.read(3), tmpdir)
+        if isinstance(src, FileSource) and not gzip_magic(src.read_at(0, 3)):
+            return FileSource.from_fd(src.fileno)
         if isinstance(src, BlobSource):
-            return spool_tar(io.BufferedReader(SourceFile(src)), b"", tmpdir)
+            stream = io.BufferedReader(SourceFile(src))
+            return spool_tar(stream, stream.read(3), tmpdir)  # the head tells gzip from tar
         head = src.read(3)
         if not gzip_magic(head):
             try:
@@ -536,7 +543,7 @@ def build(
         toc_raw = _toc_tar(toc_json) + _END_OF_ARCHIVE
         out.diff_hash.update(toc_raw)
         out.uncompressed += len(toc_raw)
-        out.write_raw(engine.gzip_member([toc_raw], level))
+        out.write_raw(engine.gzip_member(toc_raw, level))
         out.write_raw(estargz_footer(toc_offset))
     return BuildResult(
         toc_digest=toc_digest(toc_json),
