@@ -1,0 +1,1 @@
+"""OCI images: descriptors, manifests, indexes, configs, conversion and the TOC image."""
