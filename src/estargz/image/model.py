@@ -138,8 +138,11 @@ class Descriptor:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
-                               "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         out.update(self.extra)
         if self.annotations:
             out["annotations"] = dict(self.annotations)
@@ -176,9 +179,12 @@ class Manifest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
-                               "config": self.config.to_dict(),
-                               "layers": [d.to_dict() for d in self.layers]}
+        out: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.media_type,
+            "config": self.config.to_dict(),
+            "layers": [d.to_dict() for d in self.layers],
+        }
         out.update(self.extra)
         if self.annotations:
             out["annotations"] = dict(self.annotations)
@@ -205,15 +211,19 @@ class Index:
         known = {"schemaVersion", "mediaType", "manifests", "annotations"}
         return cls(
             media_type=_str(doc, "mediaType", what, OCI_INDEX),
-            manifests=[Descriptor.from_dict(d, f"{what} entry {i}")
-                       for i, d in enumerate(manifests)],
+            manifests=[
+                Descriptor.from_dict(d, f"{what} entry {i}") for i, d in enumerate(manifests)
+            ],
             annotations=dict(doc.get("annotations") or {}),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
-                               "manifests": [d.to_dict() for d in self.manifests]}
+        out: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.media_type,
+            "manifests": [d.to_dict() for d in self.manifests],
+        }
         out.update(self.extra)
         if self.annotations:
             out["annotations"] = dict(self.annotations)
