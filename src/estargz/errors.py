@@ -12,7 +12,16 @@
      │    └── ChunkDigestMismatch
      ├── UnsafePath             an entry would land outside the extraction directory
      ├── BuildError             options that cannot work together, or a missing prioritized file
-     └── NotFound               no such entry in the blob
+     ├── NotFound               no such entry in the blob
+     ├── StoreError             the local image store cannot do what was asked
+     │    ├── InvalidImageName  not a valid image name (also a ValueError)
+     │    ├── ImageNotFound     no image of that name in the store (also a NotFound)
+     │    └── BlobNotFound      no blob of that digest in the store (also a NotFound)
+     ├── RegistryError          a registry request failed (status, OCI errors[] code/message, URL)
+     │    ├── AuthenticationError  401/403 even after authenticating
+     │    ├── RegistryNotFound     404 or a *_UNKNOWN code: no such repository/manifest/blob
+     │    └── RegistryUnavailable  unreachable, or retries used up on 429/5xx
+     └── CredentialsError       docker config.json or a credential helper cannot be used
 
 Messages name the file, the offset and the got/want values, so that a user can act on them
 without a traceback.
@@ -21,14 +30,23 @@ without a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
+    "BlobNotFound",
     "BuildError",
     "ChunkDigestMismatch",
+    "CredentialsError",
     "EstargzError",
     "FormatError",
+    "ImageNotFound",
     "InvalidFooter",
+    "InvalidImageName",
     "InvalidTOC",
     "InvalidTar",
     "NotFound",
+    "RegistryError",
+    "RegistryNotFound",
+    "RegistryUnavailable",
+    "StoreError",
     "TOCDigestMismatch",
     "UnsafePath",
     "VerificationError",
@@ -80,3 +98,63 @@ class NotFound(EstargzError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the plain message
         return str(self.args[0]) if self.args else "not found"
+
+
+class StoreError(EstargzError):
+    """The local image store is unusable or refuses an operation."""
+
+
+class InvalidImageName(StoreError, ValueError):
+    """A name that is not ``[registry/]repository[:tag][@digest]``."""
+
+
+class ImageNotFound(StoreError, NotFound):
+    """No image of that name in the store."""
+
+
+class BlobNotFound(StoreError, NotFound):
+    """No blob of that digest in the store."""
+
+
+class RegistryError(EstargzError):
+    """A registry request failed; carries what the registry said.
+
+    ``errors`` holds the ``(code, message)`` pairs of the OCI error body, ``status`` the HTTP
+    status (None when no response came back) and ``url`` the request URL.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        errors: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.status = status
+        self.errors = errors
+
+    @property
+    def code(self) -> str:
+        """The first OCI error code (``MANIFEST_UNKNOWN``, ...), or ``""``."""
+        return self.errors[0][0] if self.errors else ""
+
+
+class AuthenticationError(RegistryError):
+    """The registry or its token service refused the credentials (or their absence)."""
+
+
+class RegistryNotFound(RegistryError):
+    """The repository, manifest, blob or upload does not exist."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, or kept failing until the retries ran out."""
+
+
+class CredentialsError(EstargzError):
+    """The docker config or a credential helper is broken, so credentials cannot be looked up."""
