@@ -8,6 +8,7 @@ import traceback
 
 from estargz import __version__
 from estargz.cli.demo import add_demo_command
+from estargz.cli.image import add_image_commands
 from estargz.cli.layer import add_layer_commands
 from estargz.errors import EstargzError
 
@@ -21,8 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"estargz {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--root", metavar="DIR",
+                        help="image store directory (default: $ESTARGZ_ROOT, /var/lib/estargz "
+                        "as root, ~/.local/share/estargz otherwise)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_layer_commands(sub)
+    add_image_commands(sub)
     add_demo_command(sub)
     return parser
 

@@ -1,0 +1,508 @@
+"""``estargz i``: ctr-remote's image verbs (pull, convert, push, get-toc-digest) and the store's.
+
+Verbs and flags are spelled as in ``ctr-remote``, so its documented command lines run with
+``ctr-remote`` replaced by ``estargz``. Images live in the embedded store (``--root``); a
+convert source that is not in the store is pulled first, so registry-to-registry is one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from estargz.cli.output import emit_json
+from estargz.cli.progress import Reporter, reporter
+from estargz.errors import BuildError, EstargzError, ImageNotFound, RegistryError
+from estargz.format import BlobSource, open_blob
+from estargz.image.convert import ConvertOptions, convert_image, read_record_in
+from estargz.image.inspect import LayerInspection, inspect_layer
+from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
+from estargz.image.tocimage import find_toc_layer, toc_image_name
+from estargz.image.transfer import pull_image, push_image
+from estargz.registry import Credentials, Reference, RegistryClient
+from estargz.store import (
+    ImageStore,
+    export_docker_archive,
+    export_oci_layout,
+    import_docker_archive,
+    import_oci_layout,
+    normalize_name,
+)
+
+__all__ = ["add_image_commands"]
+
+_SOURCE_META = "converted-from"
+
+
+# --- shared plumbing ------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> ImageStore:
+    root = getattr(args, "root", None) or os.environ.get("ESTARGZ_ROOT")
+    return ImageStore(root or ImageStore.default_root())
+
+
+def _client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
+    credentials: Credentials | tuple[str, str] | None = None
+    user = getattr(args, "user", None)
+    if user:
+        name, _, password = user.partition(":")
+        credentials = (name, password)
+    return RegistryClient(
+        ref.registry,
+        plain_http=True if getattr(args, "plain_http", False) else None,
+        insecure_skip_verify=bool(getattr(args, "skip_verify", False)),
+        credentials=credentials,
+    )
+
+
+def _platforms(args: argparse.Namespace) -> list[Platform]:
+    try:
+        return [Platform.parse(p) for p in getattr(args, "platform", None) or []]
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
+    key = normalize_name(name)
+    return key, store.get_image(key)
+
+
+def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Reporter) -> Descriptor:
+    ref = Reference.parse(ref_text)
+    with _client(args, ref) as client, store.lease():
+        rep.message(f"pulling {ref}")
+        return pull_image(
+            client, store, ref, name=normalize_name(ref_text),
+            platforms=_platforms(args), all_platforms=bool(getattr(args, "all_platforms", False)),
+            progress=rep.transfer(),
+        )
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plain-http", action="store_true",
+                   help="talk HTTP instead of HTTPS (automatic for 127.0.0.1 and localhost)")
+    p.add_argument("--skip-verify", "-k", "--insecure-skip-verify", dest="skip_verify",
+                   action="store_true", help="do not verify the registry's TLS certificate")
+    p.add_argument("--user", "-u", metavar="USER[:PASSWORD]",
+                   help="registry credentials (default: ~/.docker/config.json)")
+
+
+def _platform_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--platform", action="append", metavar="P",
+                       help="os/arch[/variant] (repeatable; default: this machine's)")
+    group.add_argument("--all-platforms", action="store_true", help="every platform of an index")
+
+
+# --- pull / push ----------------------------------------------------------------------------
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    store = _store(args)
+    with reporter(args) as rep:
+        top = _pull(args, store, args.ref, rep)
+    print(f"{normalize_name(args.ref)} {top.digest}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    store = _store(args)
+    remote = Reference.parse(args.remote)
+    _, top = _lookup(store, args.local or args.remote)
+    with reporter(args) as rep, _client(args, remote) as client:
+        rep.message(f"pushing {remote}")
+        digest = push_image(client, store, top, remote, progress=rep.transfer())
+    print(f"{remote} {digest}")
+    return 0
+
+
+# --- convert --------------------------------------------------------------------------------
+
+
+def _convert_options(args: argparse.Namespace) -> ConvertOptions:
+    record = read_record_in(args.estargz_record_in) if args.estargz_record_in else None
+    options = ConvertOptions(
+        oci=args.oci,
+        estargz=args.estargz,
+        uncompress=args.uncompress,
+        compression_level=args.estargz_compression_level,
+        chunk_size=args.estargz_chunk_size or 4 << 20,
+        min_chunk_size=args.estargz_min_chunk_size,
+        external_toc=args.estargz_external_toc,
+        keep_diff_id=args.estargz_keep_diff_id,
+        record_in=record,
+        platforms=_platforms(args),
+        all_platforms=args.all_platforms,
+    )
+    options.check()
+    return options
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.estargz_keep_diff_id and args.estargz_record_in:
+        raise BuildError("--estargz-keep-diff-id cannot be combined with --estargz-record-in: "
+                         "prioritizing files reorders the tar and changes the diffID")
+    options = _convert_options(args)  # every flag checked before any work
+    store = _store(args)
+    dst = normalize_name(args.dst)
+    toc_name = toc_image_name(dst) if options.external_toc else None
+    with reporter(args) as rep:
+        try:
+            src_key, source = _lookup(store, args.src)
+        except ImageNotFound:
+            source = _pull(args, store, args.src, rep)
+            src_key = normalize_name(args.src)
+        rep.message(f"converting {src_key} -> {dst}")
+        with store.lease():
+            result = convert_image(store, source, options, progress=rep.message)
+            for layer in result.layers:
+                if layer.result.digest != layer.source.digest:
+                    meta = {"digest": layer.source.digest, "size": layer.source.size}
+                    store.put_meta(layer.result.digest, _SOURCE_META, orjson.dumps(meta))
+                for missed in layer.missed_prioritized:
+                    rep.message(f"warning: recorded file {missed!r} is not in the layer")
+            names = {dst: result.image}
+            if toc_name and result.toc_image is not None:
+                names[toc_name] = result.toc_image
+            store.set_images(names)
+    print(f"{dst} {result.image.digest}")
+    if toc_name:
+        print(f"{toc_name} {result.toc_image.digest if result.toc_image else '-'}")
+    return 0
+
+
+# --- store verbs ----------------------------------------------------------------------------
+
+
+def _platforms_of(store: ImageStore, desc: Descriptor) -> str:
+    if not store.has_blob(desc.digest):
+        return "-"
+    doc = parse_document(store.read_blob(desc.digest), desc.media_type, desc.digest)
+    if isinstance(doc, Index):
+        return ",".join(str(d.platform) for d in doc.manifests if d.platform) or "-"
+    config = orjson.loads(store.read_blob(doc.config.digest))
+    if isinstance(config, dict) and config.get("os"):
+        return f"{config.get('os')}/{config.get('architecture')}"
+    return "-"
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    store = _store(args)
+    records = store.list_images()
+    if args.quiet:
+        for r in records:
+            print(r.name)
+        return 0
+    rows: list[dict[str, str]] = [
+        {
+            "name": r.name,
+            "type": r.descriptor.media_type,
+            "digest": r.descriptor.digest,
+            "platforms": _platforms_of(store, r.descriptor),
+            "created": r.created.isoformat() if r.created else "",
+        }
+        for r in records
+    ]
+    if args.json:
+        emit_json(rows)
+        return 0
+    width = max([len(r["name"]) for r in rows] + [4])
+    print(f"{'REF':{width}}  {'TYPE':44}  {'DIGEST':19}  PLATFORMS")
+    for row in rows:
+        print(f"{row['name']:{width}}  {row['type']:44}  {row['digest'][:19]}  {row['platforms']}")
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for name in args.names:
+        key, _ = _lookup(store, name)
+        store.remove_image(key)
+        print(key)
+    freed = store.gc()
+    if not args.quiet:
+        print(f"removed {freed.blobs} unreferenced blobs ({freed.freed_bytes} bytes)",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_tag(args: argparse.Namespace) -> int:
+    store = _store(args)
+    src, _ = _lookup(store, args.src)
+    store.tag(src, normalize_name(args.dst))
+    print(normalize_name(args.dst))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    store = _store(args)
+    path = Path(args.path)
+    names = [normalize_name(n) for n in args.name] if args.name else None
+    if path.is_dir():
+        imported = import_oci_layout(store, path, names)
+    else:
+        imported = import_docker_archive(store, path, names)
+    for name, desc in imported.items():
+        print(f"{name} {desc.digest}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    store = _store(args)
+    names = [_lookup(store, n)[0] for n in args.names]
+    out = Path(args.out)
+    if args.oci_layout or out.is_dir() or args.out.endswith("/"):
+        export_oci_layout(store, names, out)
+    else:
+        export_docker_archive(store, names, out)
+    print(out)
+    return 0
+
+
+# --- TOC digest and inspect -----------------------------------------------------------------
+
+
+class _ImageView:
+    """An image's documents and blobs, from the store when there, else from its registry."""
+
+    def __init__(self, args: argparse.Namespace, name: str) -> None:
+        self.args = args
+        self.store = _store(args)
+        self.name = normalize_name(name)
+        self.ref = Reference.parse(self.name)
+        self._client: RegistryClient | None = None
+        try:
+            self.top = self.store.get_image(self.name)
+            self.local = True
+        except ImageNotFound:
+            data, media_type, digest = self.client.get_manifest(self.ref.repository,
+                                                                self.ref.manifest_ref)
+            self.top = Descriptor(media_type, digest, len(data))
+            self._docs = {digest: data}
+            self.local = False
+
+    @property
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            self._client = _client(self.args, self.ref)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def document(self, desc: Descriptor) -> bytes:
+        if self.store.has_blob(desc.digest):
+            return self.store.read_blob(desc.digest)
+        if not self.local and desc.digest in self._docs:
+            return self._docs[desc.digest]
+        if desc.media_type.endswith("json") and desc.size <= 4 << 20:
+            data, _, _ = self.client.get_manifest(self.ref.repository, desc.digest)
+            return data
+        return self.client.get_blob(self.ref.repository, desc.digest)
+
+    def manifests(self) -> list[tuple[Descriptor, Manifest]]:
+        doc = parse_document(self.document(self.top), self.top.media_type, self.name)
+        if isinstance(doc, Manifest):
+            return [(self.top, doc)]
+        out = []
+        for child in doc.manifests:
+            if self.local and not self.store.has_blob(child.digest):
+                continue  # a platform that was not pulled
+            sub = parse_document(self.document(child), child.media_type, child.digest)
+            if isinstance(sub, Manifest):
+                out.append((child, sub))
+        return out
+
+    def blob(self, desc: Descriptor) -> BlobSource:
+        if self.store.has_blob(desc.digest):
+            return self.store.blob_source(desc.digest)
+        return self.client.blob(self.ref.repository, desc.digest, desc.size)
+
+    def toc_blob(self, layer_digest: str) -> bytes | None:
+        """The external TOC of a layer, from ``<name>-esgztoc`` (store, then registry)."""
+        try:
+            toc_name = toc_image_name(self.name)
+        except ValueError:
+            return None
+        try:
+            top = self.store.get_image(toc_name)
+            manifest = self.store.read_blob(top.digest)
+            source = "store"
+        except ImageNotFound:
+            toc_ref = Reference.parse(toc_name)
+            try:
+                manifest, _, _ = self.client.get_manifest(toc_ref.repository, toc_ref.manifest_ref)
+            except RegistryError:  # no TOC image: the caller reports the layer as not lazy
+                return None
+            source = "registry"
+        layer = find_toc_layer(manifest, layer_digest)
+        if layer is None:
+            return None
+        if source == "store" and self.store.has_blob(layer.digest):
+            return self.store.read_blob(layer.digest)
+        return self.client.get_blob(Reference.parse(toc_name).repository, layer.digest)
+
+
+def _find_layer(view: _ImageView, digest: str) -> Descriptor:
+    for _, manifest in view.manifests():
+        for layer in manifest.layers:
+            short = digest.removeprefix("sha256:")
+            if layer.digest == digest or (len(short) >= 12 and layer.digest[7:].startswith(short)):
+                return layer
+    raise ImageNotFound(f"{view.name} has no layer {digest}")
+
+
+def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
+    view = _ImageView(args, args.ref)
+    try:
+        layer = _find_layer(view, args.layer)
+        source = view.blob(layer)
+        try:
+            blob = open_blob(source)
+        except EstargzError:  # maybe an external TOC: retry with the TOC image
+            toc = view.toc_blob(layer.digest)
+            if toc is None:
+                raise
+            blob = open_blob(source, external_toc=toc)
+        if args.dump_toc:
+            sys.stdout.buffer.write(orjson.dumps(orjson.loads(blob.toc_json),
+                                                 option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            print(blob.toc_digest)
+    finally:
+        view.close()
+    return 0
+
+
+def _inspect_rows(view: _ImageView) -> list[dict[str, Any]]:
+    rows = []
+    for desc, manifest in view.manifests():
+        for i, layer in enumerate(manifest.layers):
+            meta = view.store.get_meta(layer.digest, _SOURCE_META)
+            source_size = orjson.loads(meta)["size"] if meta else None
+            info: LayerInspection = inspect_layer(view.blob(layer), layer, source_size=source_size)
+            if info.footer == "external":
+                toc = view.toc_blob(layer.digest)
+                if toc is not None:
+                    info = inspect_layer(view.blob(layer), layer, toc_blob=toc,
+                                         source_size=source_size)
+            row = info.to_dict()
+            row["platform"] = str(desc.platform) if desc.platform else ""
+            row["index"] = i
+            rows.append(row)
+    return rows
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    view = _ImageView(args, args.ref)
+    try:
+        rows = _inspect_rows(view)
+    finally:
+        view.close()
+    if args.json:
+        emit_json({"name": view.name, "digest": view.top.digest, "layers": rows})
+        return 0
+    print(f"{view.name} {view.top.digest} ({'store' if view.local else 'registry'})")
+    for r in rows:
+        overhead = f"{r['overhead']:+.1%}" if r["overhead"] is not None else "-"
+        lazy = "lazy" if r["estargz"] else "NOT lazy"
+        print(f"  [{r['platform'] or '-'} #{r['index']}] {r['digest'][:19]} {r['size']:>10} B  "
+              f"{lazy}: {r['reason']}")
+        if r["estargz"]:
+            print(f"      TOC {r['toc_digest']}  {r['entries']} entries, {r['files']} files, "
+                  f"prefetch {r['prefetch_size']} B, footer {r['footer']}, "
+                  f"innerOffset {'yes' if r['inner_offset'] else 'no'}, "
+                  f"overhead vs source gzip {overhead}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    images = sub.add_parser("i", aliases=["image", "images"], help="images: pull, convert, push")
+    cmds = images.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        p = cmds.add_parser(name, help=help_text, **kw)
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+        return p
+
+    p = command("pull", "fetch an image from a registry into the store")
+    _registry_flags(p)
+    _platform_flags(p)
+    p.add_argument("ref", metavar="REF")
+    p.set_defaults(func=_cmd_pull)
+
+    p = command("push", "push an image from the store to a registry")
+    _registry_flags(p)
+    p.add_argument("remote", metavar="REF")
+    p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
+    p.set_defaults(func=_cmd_push)
+
+    p = command("convert", "convert an image (to eStargz with --estargz)")
+    _registry_flags(p)
+    _platform_flags(p)
+    p.add_argument("--oci", action="store_true", help="convert Docker media types to OCI")
+    p.add_argument("--estargz", action="store_true", help="convert layers to eStargz")
+    p.add_argument("--uncompress", action="store_true", help="decompress gzip layers")
+    p.add_argument("--estargz-record-in", metavar="FILE",
+                   help="prioritized files per layer, from `optimize --record-out`")
+    p.add_argument("--estargz-compression-level", type=int, default=9, metavar="L",
+                   choices=range(1, 10))
+    p.add_argument("--estargz-chunk-size", type=int, default=0, metavar="N",
+                   help="bytes per chunk (default 4 MiB)")
+    p.add_argument("--estargz-min-chunk-size", type=int, default=0, metavar="N",
+                   help="pack payloads into shared gzip members of at least N bytes")
+    p.add_argument("--estargz-external-toc", action="store_true",
+                   help="move TOCs into the TOC image DST-esgztoc")
+    p.add_argument("--estargz-keep-diff-id", action="store_true",
+                   help="keep the uncompressed layers (diffIDs) unchanged")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.set_defaults(func=_cmd_convert)
+
+    p = command("ls", "list the images in the store", aliases=["list"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ls)
+
+    p = command("rm", "remove images from the store", aliases=["remove", "del"])
+    p.add_argument("names", metavar="NAME", nargs="+")
+    p.set_defaults(func=_cmd_rm)
+
+    p = command("tag", "give a stored image another name")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.set_defaults(func=_cmd_tag)
+
+    p = command("import", "import an OCI layout directory or a docker-save tar")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", action="append", help="name for the imported image (repeatable)")
+    p.set_defaults(func=_cmd_import)
+
+    p = command("export", "export images as a docker-save tar or an OCI layout directory")
+    p.add_argument("--oci-layout", action="store_true", help="write an OCI layout directory")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("names", metavar="NAME", nargs="+")
+    p.set_defaults(func=_cmd_export)
+
+    p = command("get-toc-digest", "print the TOC digest of a layer")
+    _registry_flags(p)
+    p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("layer", metavar="LAYER_DIGEST")
+    p.set_defaults(func=_cmd_get_toc_digest)
+
+    p = command("inspect", "per layer: eStargz or not and why, TOC, prefetch, overhead")
+    _registry_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("ref", metavar="REF")
+    p.set_defaults(func=_cmd_inspect)
+
