@@ -14,14 +14,13 @@ import subprocess
 import sys
 import uuid
 
-from imagekit import HELLO, busybox_layers, write_oci_layout
-from peer import go_peer
-from registry_fixture import RegistryServer
-
 from estargz.format import open_blob
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.model import Manifest, parse_document
 from estargz.store import ImageStore
+from imagekit import HELLO, busybox_layers, write_oci_layout
+from peer import go_peer
+from registry_fixture import RegistryServer
 
 LANDMARKS = {".no.prefetch.landmark", ".prefetch.landmark"}
 
