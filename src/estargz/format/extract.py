@@ -125,6 +125,7 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
     as_root = os.geteuid() == 0
     tree = _Tree(dest)
     dirs: list[tuple[str, FileInfo]] = []
+    links: list[FileInfo] = []
     try:
         for info in reader.walk():
             report.entries += 1
@@ -141,10 +142,7 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
                 dirs.append((info.name, info))
                 continue
             if kind == "hardlink":
-                assert info.hardlink_to is not None
-                tparent, _, tbase = info.hardlink_to.rpartition("/")
-                os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent), dst_dir_fd=pfd,
-                        follow_symlinks=False)
+                links.append(info)  # after all files: a duplicate may put its target later
                 continue
             if kind == "reg":
                 fd, n = _write_file(reader, info, pfd, base)
@@ -162,6 +160,12 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
             finally:
                 if fd >= 0:
                     os.close(fd)
+        for info in links:
+            assert info.hardlink_to is not None
+            parent, _, base = info.name.rpartition("/")
+            tparent, _, tbase = info.hardlink_to.rpartition("/")
+            os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent),
+                    dst_dir_fd=tree.dir_fd(parent), follow_symlinks=False)
         for name, info in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
             fd = tree.dir_fd(name)
             _apply(info, fd, None, fd, as_root, report)

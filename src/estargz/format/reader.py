@@ -243,10 +243,10 @@ class BlobReader:
     def _dir(self, name: str) -> _Node:
         node = self._nodes.get(name)
         if node is None:
+            parent = self._dir(name.rpartition("/")[0]) if name else None  # parents first
             node = _Node(TOCEntry(name=name, type="dir", mode=0o755), name)
             self._nodes[name] = node
-            if name:
-                parent = self._dir(name.rpartition("/")[0])
+            if parent is not None:
                 parent.children[name.rpartition("/")[2]] = name
         elif node.entry.type != "dir":
             raise InvalidTOC(f"{name!r} is used as a directory but is a {node.entry.type}")
@@ -255,6 +255,7 @@ class BlobReader:
     def _index(self) -> None:
         data_entries: list[tuple[_Node, TOCEntry]] = []
         last_reg: _Node | None = None
+        explicit: set[str] = set()
         self._dir("")
         for entry in self.entries:
             if entry.type == "chunk":
@@ -269,10 +270,11 @@ class BlobReader:
                 if entry.type != "dir":
                     raise InvalidTOC(f"root entry {entry.name!r} is a {entry.type}")
                 node.children = self._nodes[""].children
-            elif old is not None:
-                if old.entry.type == "dir" and entry.type == "dir":
-                    node.children = old.children
+            elif old is not None and old.entry.type == "dir" and entry.type == "dir":
+                node.children = old.children
+            if name in explicit:  # a duplicate: the last one wins, at its own position
                 self._order.remove(name)
+            explicit.add(name)  # (an implicit parent made earlier is not in _order)
             self._nodes[name] = node
             self._order.append(name)
             if name:

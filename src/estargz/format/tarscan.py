@@ -162,11 +162,31 @@ def scan_tar(fileobj: BinaryIO, size: int) -> tuple[list[TarMember], int]:
                 )
             members.append(TarMember(info, kind, info.offset, info.offset_data, end, raw_ok))
             prev_end = end
+        _check_end(fileobj, tf.offset, size)
     except tarfile.ReadError as exc:
         raise InvalidTar(f"malformed tar header after offset {prev_end}: {exc}") from exc
     finally:
         tf.members = []  # type: ignore[attr-defined]
     return members, prev_end
+
+
+def _check_end(fileobj: BinaryIO, stop: int, size: int) -> None:
+    """tarfile ends quietly at a cut or corrupt header; refuse that instead of dropping files.
+
+    What follows the last member must be nothing (a tar without end blocks) or zero blocks.
+    """
+    if stop >= size:
+        return
+    fileobj.seek(stop)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    if not block.strip(b"\0"):
+        return
+    if len(block) < tarfile.BLOCKSIZE:
+        raise InvalidTar(
+            f"tar header at offset {stop} is cut short ({len(block)} of {tarfile.BLOCKSIZE} "
+            "bytes): truncated input"
+        )
+    raise InvalidTar(f"invalid tar header at offset {stop} (bad checksum): corrupt input")
 
 
 def _all_zero(fileobj: BinaryIO, size: int) -> bool:
