@@ -1,0 +1,357 @@
+"""The reader: lookups, listings, hardlinks, and verified reads at every offset of every layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from estargz.errors import NotFound, TOCDigestMismatch
+from estargz.format import (
+    BlobReader,
+    BuildOptions,
+    BuildResult,
+    BytesSource,
+    FileSource,
+    build,
+    open_blob,
+)
+
+MTIME = 1_700_000_000
+BLOB_DATA = bytes(range(50))  # 50 bytes: with chunk size 7, 8 chunks, the last of 1 byte
+Item = tuple[tarfile.TarInfo, bytes]
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object) -> Item:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime = kind, len(data), MTIME
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def make_tar(*items: Item) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in items:
+            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+LAYER = make_tar(
+    member("./", tarfile.DIRTYPE),
+    member("./etc/", tarfile.DIRTYPE),
+    member("./etc/passwd", data=b"root:x:0:0::/root:/bin/sh\n", uid=0, gid=0, uname="root",
+           gname="root", pax_headers={"SCHILY.xattr.user.tag": "v1"}),
+    member("./usr/lib/x/libz.so", data=b"\x7fELF" + b"z" * 100, mode=0o755),
+    member("./data/", tarfile.DIRTYPE, mode=0o700),
+    member("./data/blob", data=BLOB_DATA, uid=1000, gid=1000, uname="u", gname="g"),
+    member("./data/hl1", tarfile.LNKTYPE, linkname="./data/blob"),
+    member("./data/hl2", tarfile.LNKTYPE, linkname="data/blob"),
+    member("./data/sym", tarfile.SYMTYPE, linkname="blob"),
+    member("./data/small", data=b"0123456789abcdef"),
+    member("./dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
+    member("./run/fifo", tarfile.FIFOTYPE, mode=0o600),
+    member("./late/child", data=b"child"),
+    member("./late/", tarfile.DIRTYPE, mode=0o710),  # explicit dir after its child
+    member("./empty", data=b""),
+)
+FILES = {
+    "etc/passwd": b"root:x:0:0::/root:/bin/sh\n",
+    "usr/lib/x/libz.so": b"\x7fELF" + b"z" * 100,
+    "data/blob": BLOB_DATA,
+    "data/small": b"0123456789abcdef",
+    "late/child": b"child",
+    "empty": b"",
+    ".no.prefetch.landmark": b"\x0f",
+}
+LAYOUTS = {
+    "normal": {"chunk_size": 7},
+    "min-chunk": {"chunk_size": 7, "min_chunk_size": 1 << 16},
+    "min-chunk-small": {"chunk_size": 7, "min_chunk_size": 1000},
+    "one-chunk": {},
+}
+
+
+def convert(tar: bytes, **options: object) -> tuple[bytes, BuildResult]:
+    out = io.BytesIO()
+    result = build(io.BytesIO(tar), out, BuildOptions(**options))  # type: ignore[arg-type]
+    return out.getvalue(), result
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def built(request: pytest.FixtureRequest) -> tuple[bytes, BuildResult]:
+    return convert(LAYER, **LAYOUTS[request.param])
+
+
+@pytest.fixture
+def reader(built: tuple[bytes, BuildResult]) -> BlobReader:
+    blob, result = built
+    return open_blob(blob).verify_toc(result.toc_digest)
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+def test_lookup_cleans_names(reader: BlobReader) -> None:
+    for path in ("etc/passwd", "/etc/passwd", "./etc/passwd", "etc//passwd", "etc/passwd/"):
+        info = reader.lookup(path)
+        assert info is not None and info.name == "etc/passwd", path
+    assert reader.lookup("etc/nope") is None
+    assert reader.lookup("") is not None and reader.stat("/").type == "dir"
+
+
+def test_stat_missing_raises_not_found(reader: BlobReader) -> None:
+    with pytest.raises(NotFound, match="'etc/shadow': no such entry"):
+        reader.stat("etc/shadow")
+    with pytest.raises(KeyError):  # NotFound is a KeyError too
+        reader.stat("missing")
+
+
+def test_file_info_fields(reader: BlobReader) -> None:
+    passwd = reader.stat("etc/passwd")
+    assert (passwd.type, passwd.size, passwd.mode) == ("reg", len(FILES["etc/passwd"]), 0o644)
+    assert passwd.modtime == "2023-11-14T22:13:20Z"
+    assert passwd.xattrs == {"user.tag": b"v1"}
+    assert (passwd.user_name, passwd.group_name) == ("root", "root")
+    assert passwd.digest == "sha256:" + hashlib.sha256(FILES["etc/passwd"]).hexdigest()
+    assert passwd.hardlink_to is None
+    blob = reader.stat("data/blob")
+    assert (blob.uid, blob.gid, blob.user_name, blob.group_name) == (1000, 1000, "u", "g")
+    dev = reader.stat("dev/null")
+    assert (dev.type, dev.dev_major, dev.dev_minor, dev.mode) == ("char", 1, 3, 0o666)
+    fifo = reader.stat("run/fifo")
+    assert (fifo.type, fifo.mode) == ("fifo", 0o600)
+    sym = reader.stat("data/sym")
+    assert (sym.type, sym.link_name) == ("symlink", "blob")
+
+
+def test_listdir(reader: BlobReader) -> None:
+    assert reader.listdir() == [
+        ".no.prefetch.landmark", "data", "dev", "empty", "etc", "late", "run", "usr",
+    ]
+    assert reader.listdir("data") == ["blob", "hl1", "hl2", "small", "sym"]
+    assert reader.listdir("/usr/lib") == ["x"]
+    assert reader.listdir("late") == ["child"]
+    with pytest.raises(NotFound, match="not a directory"):
+        reader.listdir("etc/passwd")
+    with pytest.raises(NotFound):
+        reader.listdir("nope")
+
+
+def test_implicit_parent_directories(reader: BlobReader) -> None:
+    for path in ("usr", "usr/lib", "usr/lib/x", "dev", "run"):
+        info = reader.stat(path)
+        assert (info.type, info.mode, info.modtime) == ("dir", 0o755, ""), path
+    late = reader.stat("late")  # explicit entry after its child: metadata from the entry
+    assert (late.type, late.mode) == ("dir", 0o710)
+    assert reader.stat("data").mode == 0o700
+
+
+def test_walk_lists_implicit_dirs_first_then_toc_order(reader: BlobReader) -> None:
+    names = [info.name for info in reader.walk()]
+    implicit = ["usr", "usr/lib", "usr/lib/x", "dev", "run"]
+    assert names[: len(implicit)] == implicit
+    assert names[len(implicit) :] == [
+        ".no.prefetch.landmark", "", "etc", "etc/passwd", "usr/lib/x/libz.so", "data",
+        "data/blob", "data/hl1", "data/hl2", "data/sym", "data/small", "dev/null", "run/fifo",
+        "late/child", "late", "empty",
+    ]
+    assert len(names) == len(set(names))
+
+
+def test_hardlinks_resolve_to_their_target(reader: BlobReader) -> None:
+    for path in ("data/hl1", "data/hl2"):
+        info = reader.stat(path)
+        assert info.type == "reg" and info.hardlink_to == "data/blob"
+        assert info.size == len(BLOB_DATA)
+        assert info.digest == reader.stat("data/blob").digest
+        assert reader.read(path) == BLOB_DATA
+        assert reader.chunks(path) == reader.chunks("data/blob")
+    assert reader.stat("data/blob").nlink == 3
+    assert reader.stat("data/hl1").nlink == 3
+    assert reader.stat("etc/passwd").nlink == 1
+
+
+def test_directory_nlink(reader: BlobReader) -> None:
+    assert reader.stat("data").nlink == 2
+    assert reader.stat("usr").nlink == 3
+    assert reader.stat("").nlink == 2 + 6  # data dev etc late run usr
+
+
+# --- content --------------------------------------------------------------------------------
+
+
+def test_read_every_offset_and_size(reader: BlobReader) -> None:
+    n = len(BLOB_DATA)
+    for path in ("data/blob", "data/hl1"):
+        for offset in range(n + 2):
+            for size in (-1, 0, 1, 2, 6, 7, 8, 13, 14, 15, 21, n, n + 5):
+                want = BLOB_DATA[offset:] if size < 0 else BLOB_DATA[offset : offset + size]
+                assert reader.read(path, offset, size) == want, (path, offset, size)
+
+
+def test_read_all_files(reader: BlobReader) -> None:
+    for path, data in FILES.items():
+        assert reader.read(path) == data
+        assert reader.read_file(path) == data
+
+
+def test_chunks_describe_the_file(reader: BlobReader, built: tuple[bytes, BuildResult]) -> None:
+    blob, result = built
+    chunks = reader.chunks("data/blob")
+    chunked = any(e.chunk_size for e in result.entries)
+    assert [c.chunk_offset for c in chunks] == (list(range(0, 50, 7)) if chunked else [0])
+    assert sum(c.size for c in chunks) == len(BLOB_DATA)
+    for c in chunks:
+        piece = BLOB_DATA[c.chunk_offset : c.chunk_offset + c.size]
+        assert c.digest == "sha256:" + hashlib.sha256(piece).hexdigest()
+        assert 0 < c.offset < c.member_end <= len(blob) - 51
+        assert reader.read_chunk("data/blob", c) == piece
+
+
+def test_min_chunk_size_layout_uses_inner_offsets(reader: BlobReader,
+                                                  built: tuple[bytes, BuildResult]) -> None:
+    _, result = built
+    chunks = reader.chunks("data/blob")
+    if any(e.inner_offset for e in result.entries):
+        assert len({c.offset for c in chunks}) < len(chunks)  # chunks share gzip members
+        assert any(c.inner_offset > 0 for c in chunks)
+    else:
+        assert all(c.inner_offset == 0 for c in chunks)
+    assert reader.read("data/blob", 5, 40) == BLOB_DATA[5:45]
+
+
+def test_not_regular_files_are_not_read(reader: BlobReader) -> None:
+    for path in ("data", "data/sym", "run/fifo", "dev/null"):
+        with pytest.raises(NotFound, match="not a regular file"):
+            reader.read(path)
+        with pytest.raises(NotFound):
+            reader.open(path)
+    with pytest.raises(ValueError, match="negative offset"):
+        reader.read("data/blob", -1)
+    assert reader.chunks("empty") == []
+
+
+def test_open_seek_read(reader: BlobReader) -> None:
+    with reader.open("data/blob") as f:
+        assert f.seekable() and f.readable()
+        assert f.read(3) == BLOB_DATA[:3]
+        assert f.tell() == 3
+        assert f.seek(20) == 20
+        assert f.read(10) == BLOB_DATA[20:30]
+        assert f.seek(-4, io.SEEK_CUR) == 26
+        assert f.read(1) == BLOB_DATA[26:27]
+        assert f.seek(-5, io.SEEK_END) == 45
+        assert f.read() == BLOB_DATA[45:]
+        assert f.read() == b""
+        assert f.seek(100) == 100
+        assert f.read(5) == b""
+        f.seek(0)
+        buf = bytearray(60)
+        assert f.readinto(buf) == 50
+        assert bytes(buf[:50]) == BLOB_DATA
+    with reader.open("/data/hl2") as f:
+        assert f.read() == BLOB_DATA
+    with reader.open("empty") as f:
+        assert f.read() == b""
+
+
+def test_verify_returns_file_digests(reader: BlobReader) -> None:
+    assert reader.verify() == {
+        name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in FILES.items()
+    }
+
+
+def test_concurrent_reads(reader: BlobReader) -> None:
+    jobs = [(path, off) for path in FILES for off in range(0, 20, 3)] * 4
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda job: reader.read(job[0], job[1], 9), jobs))
+    assert got == [FILES[path][off : off + 9] for path, off in jobs]
+
+
+def test_reader_exposes_toc(reader: BlobReader, built: tuple[bytes, BuildResult]) -> None:
+    _, result = built
+    assert reader.toc_json == result.toc_json
+    assert reader.toc_digest == result.toc_digest
+    assert reader.entries == result.entries
+    assert reader.prefetch_size == 0
+    assert reader.footer.kind == "estargz"
+
+
+# --- ways to open ---------------------------------------------------------------------------
+
+
+def test_open_from_path_bytes_and_sources(tmp_path: Path) -> None:
+    blob, result = convert(LAYER, chunk_size=7)
+    path = tmp_path / "layer.esgz"
+    path.write_bytes(blob)
+    with FileSource(path) as fsrc:
+        sources: list[object] = [str(path), blob, BytesSource(blob), fsrc]
+        for src in sources:
+            unverified = open_blob(src)  # type: ignore[arg-type]
+            assert unverified.toc_digest == result.toc_digest
+            assert unverified.toc_json == result.toc_json
+            assert unverified.entries == result.entries
+            assert unverified.verify_toc(result.toc_digest).read("data/blob") == BLOB_DATA
+
+
+def test_skip_verify_still_checks_chunks() -> None:
+    blob, _ = convert(LAYER)
+    reader = open_blob(blob).skip_verify()
+    assert reader.read("etc/passwd") == FILES["etc/passwd"]
+    with pytest.raises(TOCDigestMismatch):
+        open_blob(blob).verify_toc("sha256:" + "0" * 64)
+
+
+def test_prefetch_size_with_prioritized_files() -> None:
+    blob, result = convert(LAYER, prioritized_files=("data/small",))
+    reader = open_blob(blob).verify_toc(result.toc_digest)
+    landmark = next(e for e in result.entries if e.name == ".prefetch.landmark")
+    assert reader.prefetch_size == landmark.offset > 0
+    assert reader.read("data/small") == FILES["data/small"]
+
+
+def legacy_footer(toc_offset: int) -> bytes:
+    extra = b"%016x" % toc_offset + b"STARGZ"
+    head = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff" + struct.pack("<H", len(extra))
+    return head + extra + b"\x01\x00\x00\xff\xff" + b"\x00" * 8
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_legacy_footer_blob_reads(layout: str) -> None:
+    blob, result = convert(LAYER, **LAYOUTS[layout])
+    toc_offset = open_blob(blob).footer.toc_offset
+    assert toc_offset is not None
+    legacy = blob[:-51] + legacy_footer(toc_offset)
+    unverified = open_blob(legacy)
+    assert (unverified.footer.kind, unverified.footer.size) == ("legacy", 47)
+    assert unverified.footer.toc_offset == toc_offset
+    reader = unverified.verify_toc(result.toc_digest)
+    assert reader.verify() == open_blob(blob).verify_toc(result.toc_digest).verify()
+    assert reader.read("data/blob", 6, 9) == BLOB_DATA[6:15]
+
+
+def test_external_toc_blob_reads() -> None:
+    blob, result = convert(LAYER, chunk_size=7, external_toc=True)
+    unverified = open_blob(blob, external_toc=result.toc_blob)
+    assert (unverified.footer.kind, unverified.footer.size) == ("external", 46)
+    reader = unverified.verify_toc(result.toc_digest)
+    assert reader.read("data/blob") == BLOB_DATA
+    assert reader.read("usr/lib/x/libz.so") == FILES["usr/lib/x/libz.so"]
+
+
+def test_names_as_stored_without_dot_slash() -> None:
+    tar = make_tar(member("/abs/file", data=b"abs"), member("plain/dir/", tarfile.DIRTYPE))
+    blob, result = convert(tar)
+    assert [e.name for e in result.entries][1:] == ["/abs/file", "plain/dir/"]
+    reader = open_blob(blob).verify_toc(result.toc_digest)
+    assert reader.stat("abs/file").name == "abs/file"
+    assert reader.read("/abs/file") == b"abs"
+    assert reader.stat("plain/dir").name == "plain/dir"

@@ -1,0 +1,176 @@
+"""TOC JSON: Go's field names and ``omitempty``, base64 xattrs, and strict type checks on decode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from estargz.errors import InvalidTOC
+from estargz.format import TOCEntry, decode_toc, encode_toc, toc_digest
+
+GO_FIELD_ORDER = [
+    "name", "type", "size", "modtime", "linkName", "mode", "uid", "gid", "userName",
+    "groupName", "offset", "innerOffset", "devMajor", "devMinor", "xattrs", "digest",
+    "chunkOffset", "chunkSize", "chunkDigest",
+]
+
+
+def full_entry() -> TOCEntry:
+    return TOCEntry(
+        name="usr/bin/tool",
+        type="reg",
+        size=10,
+        modtime="2023-11-14T22:13:20Z",
+        link_name="target",
+        mode=0o4755,
+        uid=1000,
+        gid=1001,
+        user_name="alice",
+        group_name="staff",
+        dev_major=8,
+        dev_minor=1,
+        xattrs={"user.b": b"\x00\xff", "security.capability": b"cap"},
+        digest="sha256:" + "a" * 64,
+        offset=512,
+        inner_offset=1024,
+        chunk_offset=4096,
+        chunk_size=8192,
+        chunk_digest="sha256:" + "b" * 64,
+    )
+
+
+def _doc(data: bytes) -> dict[str, Any]:
+    doc = json.loads(data)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_zero_fields_are_omitted() -> None:
+    doc = _doc(encode_toc([TOCEntry(name="a/", type="dir"), TOCEntry(name="f", type="reg")]))
+    assert doc == {
+        "version": 1,
+        "entries": [{"name": "a/", "type": "dir"}, {"name": "f", "type": "reg"}],
+    }
+
+
+def test_field_names_and_order_are_go_ones() -> None:
+    doc = _doc(encode_toc([full_entry()]))
+    (raw,) = doc["entries"]
+    assert list(raw) == GO_FIELD_ORDER
+    assert raw["linkName"] == "target"
+    assert raw["userName"] == "alice"
+    assert raw["groupName"] == "staff"
+    assert raw["innerOffset"] == 1024
+    assert raw["chunkOffset"] == 4096
+    assert raw["chunkSize"] == 8192
+    assert raw["devMajor"] == 8
+    assert raw["mode"] == 0o4755
+
+
+def test_xattrs_are_base64_and_sorted() -> None:
+    (raw,) = _doc(encode_toc([full_entry()]))["entries"]
+    assert raw["xattrs"] == {"security.capability": "Y2Fw", "user.b": "AP8="}
+    assert list(raw["xattrs"]) == ["security.capability", "user.b"]
+
+
+def test_round_trip() -> None:
+    entries = [
+        full_entry(),
+        TOCEntry(name="usr/bin/tool", type="chunk", offset=600, chunk_offset=8192,
+                 chunk_digest="sha256:" + "c" * 64),
+        TOCEntry(name="dev/null", type="char", dev_major=1, dev_minor=3, mode=0o666),
+        TOCEntry(name="link", type="symlink", link_name="usr/bin/tool"),
+        TOCEntry(name="p", type="fifo"),
+    ]
+    assert decode_toc(encode_toc(entries)) == entries
+
+
+def test_digest_is_sha256_of_exact_bytes() -> None:
+    data = encode_toc([full_entry()])
+    assert toc_digest(data) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert toc_digest(data + b" ") != toc_digest(data)
+
+
+def test_go_style_indented_toc_decodes() -> None:
+    text = (
+        '{\n\t"version": 1,\n\t"entries": [\n\t\t{\n\t\t\t"name": "a",\n\t\t\t"type": "reg",'
+        '\n\t\t\t"size": 3,\n\t\t\t"xattrs": {"user.x": "eXk="}\n\t\t}\n\t]\n}'
+    )
+    (entry,) = decode_toc(text.encode())
+    assert entry == TOCEntry(name="a", type="reg", size=3, xattrs={"user.x": b"yy"})
+
+
+def test_unknown_fields_and_nulls_are_tolerated() -> None:
+    data = json.dumps({
+        "version": 1,
+        "future": [1, 2],
+        "entries": [{"name": "a", "type": "reg", "size": 2, "numLink": 3, "nested": {"x": 1},
+                     "linkName": None}],
+    }).encode()
+    assert decode_toc(data) == [TOCEntry(name="a", type="reg", size=2)]
+
+
+def test_missing_entries_is_an_empty_toc() -> None:
+    assert decode_toc(b'{"version": 1}') == []
+    assert decode_toc(b'{"version": 1, "entries": null}') == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not json", "TOC is not valid JSON"),
+        (b"", "TOC is not valid JSON"),
+        (b"[]", "TOC is not a JSON object"),
+        (b"42", "TOC is not a JSON object"),
+        (b'"x"', "TOC is not a JSON object"),
+        (b'{"entries": {}}', "TOC 'entries' is not an array"),
+        (b'{"entries": "a"}', "TOC 'entries' is not an array"),
+    ],
+)
+def test_document_shape_is_checked(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidTOC, match=message):
+        decode_toc(data)
+
+
+def _one(raw: Any) -> bytes:
+    return json.dumps({"version": 1, "entries": [{"name": "ok", "type": "dir"}, raw]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (1, r"TOC entry #1: not a JSON object"),
+        ([], r"TOC entry #1: not a JSON object"),
+        ({"type": "reg"}, r"TOC entry #1: missing or non-string 'name'"),
+        ({"name": 5, "type": "reg"}, r"TOC entry #1: missing or non-string 'name'"),
+        ({"name": "f"}, r"TOC entry #1 \('f'\): unknown type None"),
+        ({"name": "f", "type": "socket"}, r"TOC entry #1 \('f'\): unknown type 'socket'"),
+        ({"name": "f", "type": "REG"}, r"unknown type 'REG'"),
+        ({"name": "f", "type": "reg", "size": "12"}, r"\('f'\): field 'size' must be an integer"),
+        ({"name": "f", "type": "reg", "size": 1.5}, r"field 'size' must be an integer"),
+        ({"name": "f", "type": "reg", "size": True}, r"field 'size' must be an integer"),
+        ({"name": "f", "type": "reg", "size": -1}, r"\('f'\): field 'size' out of range: -1"),
+        ({"name": "f", "type": "reg", "offset": -5}, r"field 'offset' out of range: -5"),
+        ({"name": "f", "type": "reg", "innerOffset": -1}, r"field 'innerOffset' out of range"),
+        ({"name": "f", "type": "reg", "chunkSize": -1}, r"field 'chunkSize' out of range"),
+        ({"name": "f", "type": "reg", "uid": -1}, r"field 'uid' out of range"),
+        ({"name": "f", "type": "reg", "mode": 1 << 63}, r"field 'mode' out of range"),
+        ({"name": "f", "type": "reg", "modtime": 0}, r"field 'modtime' must be a string"),
+        ({"name": "f", "type": "reg", "digest": ["x"]}, r"field 'digest' must be a string"),
+        ({"name": "f", "type": "symlink", "linkName": 1}, r"field 'linkName' must be a string"),
+        ({"name": "f", "type": "reg", "xattrs": ["a"]}, r"field 'xattrs' must be an object"),
+        ({"name": "f", "type": "reg", "xattrs": {"user.a": 1}}, r"xattr 'user.a' is not base64"),
+        ({"name": "f", "type": "reg", "xattrs": {"user.a": "!!"}}, r"'user.a' is not valid base64"),
+    ],
+)
+def test_entries_are_type_checked(raw: Any, message: str) -> None:
+    with pytest.raises(InvalidTOC, match=message):
+        decode_toc(_one(raw))
+
+
+def test_largest_int_is_accepted() -> None:
+    (_, entry) = decode_toc(_one({"name": "f", "type": "reg", "size": (1 << 63) - 1}))
+    assert entry.size == (1 << 63) - 1
