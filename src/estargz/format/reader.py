@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from estargz.errors import (
     ChunkDigestMismatch,
@@ -39,10 +40,30 @@ from estargz.format.types import (
     TOCEntry,
 )
 
-__all__ = ["BlobReader", "Chunk", "FileInfo", "UnverifiedBlob", "open_blob", "parse_toc_blob"]
+__all__ = [
+    "BlobReader",
+    "Chunk",
+    "ChunkCache",
+    "FileInfo",
+    "UnverifiedBlob",
+    "open_blob",
+    "parse_toc_blob",
+]
 
 _TAIL_GUESS = 256 << 10
 """Bytes read from the end at open: footer and, usually, the whole TOC in one request."""
+
+
+class ChunkCache(Protocol):
+    """A second-level store for verified chunks (e.g. on disk), keyed by ``Chunk.key``.
+
+    Whatever it returns is checked against the chunk digest again before use, so a damaged or
+    tampered cache costs a refetch, never wrong bytes.
+    """
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +76,10 @@ class Chunk:
     inner_offset: int
     member_end: int
     digest: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.offset}-{self.inner_offset}-{self.size}"
 
 
 @dataclass(slots=True)
@@ -142,17 +167,19 @@ class UnverifiedBlob:
         self.entries = decode_toc(toc_json)
         self.data_end = data_end
 
-    def verify_toc(self, expected_digest: str) -> BlobReader:
+    def verify_toc(
+        self, expected_digest: str, *, chunk_cache: ChunkCache | None = None
+    ) -> BlobReader:
         """Trust the TOC because its digest is the one the manifest promised."""
         if self.toc_digest != expected_digest:
             raise TOCDigestMismatch(
                 f"TOC digest is {self.toc_digest}, expected {expected_digest}"
             )
-        return BlobReader(self)
+        return BlobReader(self, chunk_cache=chunk_cache)
 
-    def skip_verify(self) -> BlobReader:
+    def skip_verify(self, *, chunk_cache: ChunkCache | None = None) -> BlobReader:
         """Use the TOC as found (each chunk is still checked against its chunkDigest)."""
-        return BlobReader(self)
+        return BlobReader(self, chunk_cache=chunk_cache)
 
 
 def open_blob(
@@ -224,7 +251,12 @@ class _LRU:
 class BlobReader:
     """Lookup, listing and verified reads over a blob whose TOC has been accepted."""
 
-    def __init__(self, blob: UnverifiedBlob, cache_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        blob: UnverifiedBlob,
+        cache_bytes: int = 64 << 20,
+        chunk_cache: ChunkCache | None = None,
+    ) -> None:
         self.source = blob.source
         self.toc_digest = blob.toc_digest
         self.toc_json = blob.toc_json
@@ -235,6 +267,7 @@ class BlobReader:
         self._order: list[str] = []
         self._members: list[int] = []
         self._cache = _LRU(cache_bytes)
+        self._chunk_cache = chunk_cache
         self.prefetch_size = 0
         self._index()
 
@@ -423,22 +456,93 @@ class BlobReader:
             )
         return raw
 
-    def read_chunk(self, name: str, chunk: Chunk) -> bytes:
-        """The verified bytes of one chunk."""
-        key = (chunk.offset, chunk.inner_offset)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        raw = self._member_bytes(name, chunk)
-        data = raw[chunk.inner_offset : chunk.inner_offset + chunk.size]
+    @staticmethod
+    def _check(name: str, chunk: Chunk, data: bytes) -> None:
         got = "sha256:" + hashlib.sha256(data).hexdigest()
         if got != chunk.digest:
             raise ChunkDigestMismatch(
                 f"{name!r}: chunk at file offset {chunk.chunk_offset} (blob offset "
                 f"{chunk.offset}) has digest {got}, TOC says {chunk.digest}"
             )
+
+    def _cached(self, name: str, chunk: Chunk) -> bytes | None:
+        key = (chunk.offset, chunk.inner_offset)
+        data = self._cache.get(key)
+        if data is not None or self._chunk_cache is None:
+            return data
+        data = self._chunk_cache.get(chunk.key)
+        if data is None:
+            return None
+        try:
+            self._check(name, chunk, data)
+        except ChunkDigestMismatch:
+            return None  # a damaged cache entry: fetch again
         self._cache.put(key, data)
         return data
+
+    def _keep(self, chunk: Chunk, data: bytes) -> None:
+        self._cache.put((chunk.offset, chunk.inner_offset), data)
+        if self._chunk_cache is not None:
+            self._chunk_cache.put(chunk.key, data)
+
+    def read_chunk(self, name: str, chunk: Chunk) -> bytes:
+        """The verified bytes of one chunk."""
+        cached = self._cached(name, chunk)
+        if cached is not None:
+            return cached
+        raw = self._member_bytes(name, chunk)
+        data = raw[chunk.inner_offset : chunk.inner_offset + chunk.size]
+        self._check(name, chunk, data)
+        self._keep(chunk, data)
+        return data
+
+    def is_cached(self, name: str, chunk: Chunk) -> bool:
+        return self._cached(name, chunk) is not None
+
+    def all_chunks(self) -> list[tuple[str, Chunk]]:
+        """Every chunk of every file, in blob order (hardlinks counted once)."""
+        out = [
+            (name, c)
+            for name in self._order
+            if self._nodes[name].entry.type == "reg"
+            for c in self._nodes[name].chunks
+        ]
+        out.sort(key=lambda nc: (nc[1].offset, nc[1].inner_offset))
+        return out
+
+    def fetch_range(self, chunks: list[tuple[str, Chunk]]) -> int:
+        """Fetch the members holding ``chunks`` in ONE read, verify and cache every chunk.
+
+        For prefetching: ``chunks`` must be in blob order. Returns the compressed bytes read.
+        """
+        todo = [(n, c) for n, c in chunks if not self.is_cached(n, c)]
+        if not todo:
+            return 0
+        start = todo[0][1].offset
+        end = max(c.member_end for _, c in todo)
+        data = _read_exact(self.source, start, end - start, f"range [{start}, {end})")
+        needs: dict[int, int] = {}
+        for _, c in todo:
+            needs[c.offset] = max(needs.get(c.offset, 0), c.inner_offset + c.size)
+        inflated: dict[int, bytes] = {}
+        for name, c in todo:
+            raw = inflated.get(c.offset)
+            need = c.inner_offset + c.size
+            if raw is None or len(raw) < need:
+                what = f"{name!r} at file offset {c.chunk_offset} (blob offset {c.offset})"
+                raw = inflate_member(
+                    memoryview(data)[c.offset - start : c.member_end - start],
+                    needs[c.offset],
+                    what,
+                )
+                inflated = {c.offset: raw}  # members come in order: keep only the current one
+            chunk_data = raw[c.inner_offset : need]
+            if len(chunk_data) != c.size:
+                raise FormatError(f"{name!r}: innerOffset {c.inner_offset} + size {c.size} is "
+                                  f"past the end of its gzip member ({len(raw)} bytes)")
+            self._check(name, c, chunk_data)
+            self._keep(c, chunk_data)
+        return end - start
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """``size`` bytes of a regular file from ``offset`` (all to the end when negative)."""

@@ -1,0 +1,101 @@
+"""``estargz i rpull | umount | mounts``: lazy mounts of registry images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from estargz.cli.output import emit_json
+from estargz.image.model import Platform
+from estargz.lazy.mount import list_mounts, rpull, umount
+from estargz.registry import Reference
+
+__all__ = ["add_lazy_commands"]
+
+
+def _cmd_rpull(args: argparse.Namespace) -> int:
+    from estargz.cli.image import _client, _store
+
+    store = _store(args)
+    ref = Reference.parse(args.ref)
+    platform = Platform.parse(args.platform) if args.platform else None
+    with _client(args, ref) as client:
+        spec = rpull(
+            store, client, ref, mountpoint=args.mount, toc_image=args.toc_image,
+            platform=platform, upper=args.upper, background_fetch=not args.no_background_fetch,
+            plain_http=args.plain_http, skip_verify=args.skip_verify, user=args.user or "",
+            say=lambda m: None if args.quiet else print(m, file=sys.stderr),
+        )
+    lazy = sum(1 for layer in spec.layers if not layer.local)
+    if not args.quiet:
+        print(f"{lazy} of {len(spec.layers)} layers lazy", file=sys.stderr)
+    print(spec.mountpoint)
+    return 0
+
+
+def _cmd_umount(args: argparse.Namespace) -> int:
+    from estargz.cli.image import _store
+
+    spec = umount(_store(args), args.dir)
+    print(spec.mountpoint)
+    return 0
+
+
+def _cmd_mounts(args: argparse.Namespace) -> int:
+    from estargz.cli.image import _store
+
+    infos = list_mounts(_store(args))
+    rows: list[dict[str, Any]] = []
+    for info in infos:
+        layers = []
+        for layer, stats in zip(info.spec.layers, info.stats, strict=True):
+            chunks = int(str(stats.get("chunks", 0)) or 0)
+            cached = int(str(stats.get("cached_chunks", 0)) or 0)
+            layers.append({
+                "digest": layer.digest,
+                "lazy": not layer.local,
+                "reason": layer.reason,
+                "size": layer.size,
+                "fetched_bytes": stats.get("fetched_bytes", 0),
+                "fetched_percent": round(100 * int(str(stats.get("fetched_bytes", 0))) /
+                                         layer.size, 1) if layer.size else 0.0,
+                "cached_chunks_percent": round(100 * cached / chunks, 1) if chunks else 100.0,
+            })
+        rows.append({"id": info.spec.id, "image": info.spec.image, "state": info.state,
+                     "mountpoint": info.spec.mountpoint, "layers": layers})
+    if args.json:
+        emit_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['mountpoint']}  {row['image']}  [{row['state']}]")
+        for layer in row["layers"]:
+            kind = "lazy" if layer["lazy"] else "local"
+            print(f"  {layer['digest'][:19]}  {kind:5}  fetched {layer['fetched_bytes']} of "
+                  f"{layer['size']} bytes ({layer['fetched_percent']}%), "
+                  f"{layer['cached_chunks_percent']}% of chunks cached")
+    return 0
+
+
+def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
+                      registry_flags: Any) -> None:
+    p = cmds.add_parser("rpull", help="mount an image lazily (fetch only what is read)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    registry_flags(p)
+    p.add_argument("--mount", metavar="DIR", help="where the root filesystem appears")
+    p.add_argument("--toc-image", metavar="REF",
+                   help="TOC image of an external-TOC image (default: REF-esgztoc)")
+    p.add_argument("--platform", metavar="P", help="os/arch[/variant] (default: this machine's)")
+    p.add_argument("--upper", action="store_true", help="add a writable upper directory")
+    p.add_argument("--no-background-fetch", action="store_true",
+                   help="fetch only what is read (and the prefetch landmark range)")
+    p.add_argument("ref", metavar="REF")
+    p.set_defaults(func=_cmd_rpull)
+
+    p = cmds.add_parser("umount", help="unmount a lazy mount and stop its daemon")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=_cmd_umount)
+
+    p = cmds.add_parser("mounts", help="list lazy mounts with bytes fetched per layer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_mounts)

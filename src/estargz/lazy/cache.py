@@ -1,0 +1,72 @@
+"""On-disk cache of verified chunks, bounded in size, shared by the layer servers of a store.
+
+Entries are plain files written atomically; the reader re-checks every entry's digest, so the
+cache needs no integrity of its own. Eviction drops the least recently used files first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+__all__ = ["DiskChunkCache"]
+
+
+class DiskChunkCache:
+    """``get``/``put`` by key under ``root/<namespace>/``, at most ``max_bytes`` on disk."""
+
+    def __init__(self, root: Path, namespace: str, max_bytes: int = 4 << 30) -> None:
+        self.dir = Path(root) / namespace
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sizes: OrderedDict[str, int] = OrderedDict()
+        entries = []
+        for path in self.dir.iterdir():
+            if path.name.startswith("."):
+                path.unlink(missing_ok=True)  # a temp file of an interrupted put
+                continue
+            st = path.stat()
+            entries.append((st.st_atime, path.name, st.st_size))
+        for _, name, size in sorted(entries):
+            self._sizes[name] = size
+        self._total = sum(self._sizes.values())
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            data = (self.dir / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if key in self._sizes:
+                self._sizes.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.dir / key)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return  # a full disk makes the cache smaller, not the read fail
+        with self._lock:
+            self._total += len(data) - self._sizes.pop(key, 0)
+            self._sizes[key] = len(data)
+            while self._total > self.max_bytes and self._sizes:
+                old, size = self._sizes.popitem(last=False)
+                self._total -= size
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / old).unlink()
+
+    @property
+    def size(self) -> int:
+        return self._total

@@ -1,0 +1,190 @@
+"""One layer as a filesystem: attributes, listings, links, xattrs and reads over a BlobReader.
+
+OCI whiteouts are turned into what overlayfs understands, so a layer mount can sit directly in
+an overlay's ``lowerdir``: ``.wh.NAME`` becomes a character device 0/0 called ``NAME``, and a
+directory holding ``.wh..wh..opq`` gets the ``trusted.overlay.opaque`` xattr. Nothing here
+knows about FUSE: the adapter in :mod:`estargz.lazy.fuse` maps ``None`` to ENOENT.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from estargz.format import BlobReader, FileInfo
+from estargz.format.types import LANDMARK_NAMES
+
+__all__ = ["OPAQUE_XATTR", "LayerFS", "Stat"]
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_TYPE_BITS = {
+    "dir": stat.S_IFDIR,
+    "reg": stat.S_IFREG,
+    "symlink": stat.S_IFLNK,
+    "char": stat.S_IFCHR,
+    "block": stat.S_IFBLK,
+    "fifo": stat.S_IFIFO,
+}
+BLOCK_SIZE = 256 << 10
+"""Reported as st_blksize: large reads mean fewer round trips through FUSE."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What ``getattr`` returns, in ``os.stat_result`` field names."""
+
+    st_mode: int
+    st_ino: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_rdev: int
+    st_mtime: int
+    st_blocks: int
+    st_blksize: int = BLOCK_SIZE
+
+    def as_dict(self) -> dict[str, int]:
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["st_atime"] = out["st_ctime"] = self.st_mtime
+        return out
+
+
+def _mtime(modtime: str) -> int:
+    if not modtime:
+        return 0
+    try:
+        return int(datetime.fromisoformat(modtime.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+class LayerFS:
+    """Read-only view of one layer, addressed by absolute paths (``/etc/passwd``)."""
+
+    def __init__(self, reader: BlobReader) -> None:
+        self.reader = reader
+        self._inodes: dict[str, int] = {"": 1}
+        self.whiteouts: dict[str, set[str]] = {}
+        self.opaque: set[str] = set()
+        for info in reader.walk():
+            parent, _, base = info.name.rpartition("/")
+            if base == OPAQUE_MARKER:
+                self.opaque.add(parent)
+            elif base.startswith(WHITEOUT_PREFIX):
+                self.whiteouts.setdefault(parent, set()).add(base[len(WHITEOUT_PREFIX):])
+
+    @staticmethod
+    def _name(path: str) -> str:
+        return path.strip("/")
+
+    def _ino(self, info: FileInfo) -> int:
+        key = info.hardlink_to or info.name
+        ino = self._inodes.get(key)
+        if ino is None:
+            ino = self._inodes[key] = len(self._inodes) + 1
+        return ino
+
+    def _whiteout(self, name: str) -> bool:
+        parent, _, base = name.rpartition("/")
+        return base in self.whiteouts.get(parent, ())
+
+    def lookup(self, path: str) -> FileInfo | None:
+        name = self._name(path)
+        base = name.rpartition("/")[2]
+        if base.startswith(WHITEOUT_PREFIX) or name in LANDMARK_NAMES:
+            return None  # whiteout markers and landmarks are not part of the tree
+        return self.reader.lookup(name)
+
+    def getattr(self, path: str) -> Stat | None:
+        name = self._name(path)
+        info = self.lookup(name)
+        if info is None:
+            if self._whiteout(name):
+                return Stat(stat.S_IFCHR, self._ino_for(name), 1, 0, 0, 0, os.makedev(0, 0), 0, 0)
+            return None
+        size = info.size if info.type == "reg" else 0
+        if info.type == "symlink":
+            size = len(info.link_name.encode("utf-8", "surrogateescape"))
+        elif info.type == "dir":
+            size = 4096
+        return Stat(
+            st_mode=_TYPE_BITS.get(info.type, stat.S_IFREG) | (info.mode & 0o7777),
+            st_ino=self._ino(info),
+            st_nlink=max(info.nlink, 1),
+            st_uid=info.uid,
+            st_gid=info.gid,
+            st_size=size,
+            st_rdev=os.makedev(info.dev_major, info.dev_minor),
+            st_mtime=_mtime(info.modtime),
+            st_blocks=(size + 511) // 512,
+        )
+
+    def _ino_for(self, name: str) -> int:
+        ino = self._inodes.get(name)
+        if ino is None:
+            ino = self._inodes[name] = len(self._inodes) + 1
+        return ino
+
+    def readdir(self, path: str) -> list[str] | None:
+        name = self._name(path)
+        info = self.reader.lookup(name)
+        if info is None or info.type != "dir":
+            return None
+        names = [n for n in self.reader.listdir(name) if not n.startswith(WHITEOUT_PREFIX)]
+        if not name:
+            names = [n for n in names if n not in LANDMARK_NAMES]
+        names += sorted(self.whiteouts.get(name, set()) - set(names))
+        return names
+
+    def readdir_typed(self, path: str) -> list[tuple[str, int, int]] | None:
+        """``(name, st_mode, st_ino)`` per entry: overlayfs needs the types to see whiteouts."""
+        names = self.readdir(path)
+        if names is None:
+            return None
+        prefix = self._name(path)
+        out = []
+        for n in names:
+            st = self.getattr(f"{prefix}/{n}" if prefix else n)
+            if st is not None:
+                out.append((n, st.st_mode, st.st_ino))
+        return out
+
+    def readlink(self, path: str) -> str | None:
+        info = self.lookup(path)
+        return info.link_name if info is not None and info.type == "symlink" else None
+
+    def listxattr(self, path: str) -> list[str] | None:
+        name = self._name(path)
+        info = self.lookup(name)
+        if info is None:
+            return [] if self._whiteout(name) else None
+        keys = list(info.xattrs)
+        if info.type == "dir" and name in self.opaque:
+            keys.append(OPAQUE_XATTR)
+        return keys
+
+    def getxattr(self, path: str, key: str) -> bytes | None:
+        name = self._name(path)
+        info = self.lookup(name)
+        if info is None:
+            return None
+        if key == OPAQUE_XATTR and info.type == "dir" and name in self.opaque:
+            return b"y"
+        return info.xattrs.get(key)
+
+    def read(self, path: str, size: int, offset: int) -> bytes:
+        return self.reader.read(self._name(path), offset, size)
+
+    def statfs(self) -> dict[str, Any]:
+        total = sum(i.size for i in self.reader.walk() if i.type == "reg" and not i.hardlink_to)
+        blocks = (total + BLOCK_SIZE - 1) // BLOCK_SIZE
+        files = len(self._inodes) + len(self.reader.entries)
+        return {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": blocks,
+                "f_bfree": 0, "f_bavail": 0, "f_files": files, "f_ffree": 0,
+                "f_namemax": 255}

@@ -1,0 +1,257 @@
+"""``rpull``, ``umount`` and ``mounts``: preparing lazy mounts and managing their daemons.
+
+``rpull`` reads only the manifest, the config and, per layer, the footer and TOC (with range
+requests), checks each TOC against the manifest's ``toc.digest``, and says per layer whether it
+is lazy and, if not, why. Layers that cannot be lazy are pulled whole and converted to eStargz
+locally, so every layer is served the same verified way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from estargz.errors import EstargzError, RegistryError
+from estargz.format import BuildOptions, build, open_blob
+from estargz.format.reader import UnverifiedBlob
+from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
+from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
+from estargz.image.model import Descriptor, Manifest, Platform, parse_document
+from estargz.image.tocimage import find_toc_layer, toc_image_name
+from estargz.lazy.daemon import is_mounted
+from estargz.lazy.remote import ResilientSource
+from estargz.lazy.spec import LayerSpec, MountSpec, read_json
+from estargz.registry import Reference, RegistryClient
+from estargz.store import ImageStore
+
+__all__ = ["MountError", "MountInfo", "list_mounts", "rpull", "umount"]
+
+
+class MountError(EstargzError):
+    """The mount could not be set up or torn down."""
+
+
+@dataclass(slots=True)
+class MountInfo:
+    spec: MountSpec
+    state: str
+    stats: list[dict[str, object]]
+
+
+def _state_root(store: ImageStore) -> Path:
+    return Path(store.root) / "state" / "mounts"
+
+
+def _choose(client: RegistryClient, ref: Reference, platform: Platform | None
+            ) -> tuple[Descriptor, Manifest, list[tuple[Descriptor, bytes]]]:
+    """The image's top descriptor, the manifest for the platform, and the documents to store."""
+    from estargz.image.convert import host_platform_spec
+
+    data, media_type, digest = client.get_manifest(ref.repository, ref.manifest_ref)
+    top = Descriptor(media_type, digest, len(data))
+    doc = parse_document(data, media_type, str(ref))
+    if isinstance(doc, Manifest):
+        return top, doc, [(top, data)]
+    want = platform or host_platform_spec()
+    children = [d for d in doc.manifests if d.media_type in MANIFEST_TYPES]
+    match = [d for d in children if d.platform and want.matches(d.platform)]
+    if not match:
+        have = ", ".join(str(d.platform) for d in children if d.platform) or "none"
+        raise MountError(f"{ref}: no manifest for {want} (the index has: {have})")
+    child = match[0]
+    child_data, child_type, _ = client.get_manifest(ref.repository, child.digest)
+    manifest = parse_document(child_data, child_type, f"{ref}@{child.digest}")
+    if not isinstance(manifest, Manifest):
+        raise MountError(f"{ref}: nested index")
+    return top, manifest, [(child, child_data), (top, data)]
+
+
+def _external_toc(client: RegistryClient, ref: Reference, toc_ref: str | None,
+                  layer_digest: str) -> tuple[bytes | None, str]:
+    if toc_ref is None:
+        try:
+            toc_ref = toc_image_name(str(ref))
+        except ValueError:
+            return None, (f"external TOC, and {ref} is pinned by digest so its TOC image "
+                          "cannot be named: give it with --toc-image REF")
+    target = Reference.parse(toc_ref)
+    try:
+        manifest, _, _ = client.get_manifest(target.repository, target.manifest_ref)
+    except RegistryError as exc:
+        return None, f"external TOC, and the TOC image {target} is not available ({exc})"
+    layer = find_toc_layer(manifest, layer_digest)
+    if layer is None:
+        return None, f"external TOC, and the TOC image {target} has no TOC for this layer"
+    return client.get_blob(target.repository, layer.digest), ""
+
+
+def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
+                 toc_ref: str | None) -> tuple[UnverifiedBlob | None, str]:
+    """The verified-to-be TOC of a remote layer, or why the layer cannot be lazy."""
+    if layer.media_type not in LAYER_GZIP_TYPES:
+        return None, f"media type {layer.media_type} is not a gzip layer"
+    want = layer.annotations.get(TOC_JSON_DIGEST_ANNOTATION)
+    if not want:
+        return None, (f"no {TOC_JSON_DIGEST_ANNOTATION} annotation (not eStargz, or "
+                      "converted without --oci so Docker media types dropped it)")
+    source = ResilientSource(client.blob(ref.repository, layer.digest, layer.size), timeout=30)
+    try:
+        blob = open_blob(source)
+    except EstargzError as exc:
+        if "external TOC" not in str(exc):
+            return None, f"not eStargz: {exc}"
+        toc, why = _external_toc(client, ref, toc_ref, layer.digest)
+        if toc is None:
+            return None, why
+        try:
+            blob = open_blob(source, external_toc=toc)
+        except EstargzError as exc2:
+            return None, f"external TOC unusable: {exc2}"
+    if blob.toc_digest != want:
+        return None, f"TOC digest {blob.toc_digest} does not match the annotation {want}"
+    return blob, ""
+
+
+def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer: Descriptor
+                ) -> tuple[UnverifiedBlob, str]:
+    """Fetch a layer completely and convert it to eStargz in the store."""
+    if layer.media_type not in LAYER_GZIP_TYPES | LAYER_TAR_TYPES:
+        raise MountError(f"layer {layer.digest}: unsupported media type {layer.media_type}")
+    if not store.has_blob(layer.digest):
+        with store.ingest(layer.digest, layer.size) as writer:
+            client.fetch_blob(ref.repository, layer.digest, writer, size=layer.size)  # type: ignore[arg-type]
+            writer.commit()
+    with store.ingest() as writer:
+        build(store.blob_path(layer.digest), writer,  # type: ignore[arg-type]
+                       BuildOptions(compression_level=1))
+        local = writer.commit()
+    return open_blob(store.blob_source(local)), local
+
+
+def rpull(
+    store: ImageStore,
+    client: RegistryClient,
+    ref: Reference,
+    *,
+    mountpoint: str | None = None,
+    toc_image: str | None = None,
+    platform: Platform | None = None,
+    upper: bool = False,
+    background_fetch: bool = True,
+    plain_http: bool = False,
+    skip_verify: bool = False,
+    user: str = "",
+    say: Callable[[str], None] = lambda _m: None,
+) -> MountSpec:
+    """Prepare the layers of ``ref``, start its mount daemon, return once the mount answers."""
+    top, manifest, documents = _choose(client, ref, platform)
+    ident = hashlib.sha256(f"{ref}{time.time_ns()}".encode()).hexdigest()[:12]
+    state = _state_root(store) / ident
+    state.mkdir(parents=True)
+    target = os.path.abspath(mountpoint or Path(store.root) / "rootfs" / ident)
+    if is_mounted(target):
+        raise MountError(f"{target} is already a mountpoint")
+    with store.lease():
+        config = client.get_blob(ref.repository, manifest.config.digest)
+        store.put_blob(config, manifest.config.digest)
+        layers: list[LayerSpec] = []
+        for i, layer in enumerate(manifest.layers):
+            blob, reason = _open_remote(client, ref, layer, toc_image)
+            local = blob is None
+            digest, size = layer.digest, layer.size
+            if blob is None:
+                say(f"layer {i} {layer.digest[:19]}: NOT lazy: {reason}; pulling it whole")
+                blob, digest = _pull_whole(client, store, ref, layer)
+                size = store.blob_size(digest)
+            store.put_meta(digest, "toc.json", blob.toc_json)
+            reader = blob.skip_verify()
+            layers.append(LayerSpec(
+                digest=digest, size=size, toc_digest=blob.toc_digest,
+                footer_kind=blob.footer.kind, footer_size=blob.footer.size,
+                toc_offset=blob.footer.toc_offset, data_end=blob.data_end, local=local,
+                reason=reason or "lazy", mountpoint=str(state / "layers" / str(i)),
+                prefetch_size=reader.prefetch_size,
+            ))
+            if not local:
+                say(f"layer {i} {layer.digest[:19]}: lazy (TOC {blob.toc_digest[:19]} verified, "
+                    f"{len(blob.entries)} entries, prefetch {reader.prefetch_size} bytes)")
+        for desc, raw in documents:
+            store.put_blob(raw, desc.digest)
+        store.set_images({str(ref): top}, require_layers=False)
+    spec = MountSpec(
+        id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
+        mountpoint=target, store_root=str(store.root), registry=ref.registry,
+        repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify, user=user,
+        upper=upper, background_fetch=background_fetch, layers=layers,
+    )
+    spec.save()
+    _start_daemon(spec)
+    return spec
+
+
+def _start_daemon(spec: MountSpec, timeout: float = 90.0) -> None:
+    with open(spec.dir / "daemon.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "estargz.lazy.daemon", str(spec.dir / "spec.json")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_json(spec.dir / "status.json") or {}
+        if status.get("state") == "ready":
+            return
+        if status.get("state") == "failed" or proc.poll() not in (None, 0):
+            raise MountError(f"mount failed: {status.get('error', 'daemon exited')} "
+                             f"(log: {spec.dir / 'daemon.log'})")
+        time.sleep(0.02)
+    raise MountError(f"mount not ready after {timeout:.0f}s (log: {spec.dir / 'daemon.log'})")
+
+
+def list_mounts(store: ImageStore) -> list[MountInfo]:
+    out: list[MountInfo] = []
+    root = _state_root(store)
+    if not root.exists():
+        return out
+    for d in sorted(root.iterdir()):
+        try:
+            spec = MountSpec.load(d / "spec.json")
+        except (FileNotFoundError, TypeError):
+            continue
+        status = read_json(d / "status.json") or {}
+        state = status.get("state", "unknown")
+        if state == "ready" and not is_mounted(spec.mountpoint):
+            state = "gone"
+        stats = [read_json(d / f"stats-{i}.json") or {} for i in range(len(spec.layers))]
+        out.append(MountInfo(spec, state, stats))
+    return out
+
+
+def umount(store: ImageStore, mountpoint: str, timeout: float = 30.0) -> MountSpec:
+    """Stop the daemon serving ``mountpoint`` (it unmounts everything) and forget the mount."""
+    target = os.path.abspath(mountpoint)
+    for info in list_mounts(store):
+        if info.spec.mountpoint != target and info.spec.id != mountpoint:
+            continue
+        spec = info.spec
+        pid_file = spec.dir / "daemon.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for path in [spec.mountpoint, *(layer.mountpoint for layer in spec.layers)]:
+            if is_mounted(path):
+                subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", str(spec.dir)], check=False)
+        return spec
+    raise MountError(f"{mountpoint}: not an estargz mount")

@@ -1,0 +1,113 @@
+"""The blob source of a lazy mount: counts what it fetches, rides out registry outages, and
+turns small reads into requests of a useful minimum size.
+
+A read that finds the registry away waits and retries (with capped backoff) until ``timeout``
+expires, then fails; the FUSE layer turns that failure into EIO. Bytes are never invented:
+everything read here is verified by the reader against the TOC before it is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from estargz.errors import EstargzError, RegistryError, RegistryUnavailable
+from estargz.format import BlobSource
+
+__all__ = ["FetchStats", "ResilientSource", "SourceUnavailable"]
+
+log = logging.getLogger("estargz.lazy")
+
+
+class SourceUnavailable(EstargzError):
+    """The registry stayed unreachable for longer than the read timeout."""
+
+
+@dataclass(slots=True)
+class FetchStats:
+    requests: int = 0
+    fetched_bytes: int = 0
+    retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.fetched_bytes += n
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, RegistryUnavailable | OSError):
+        return True
+    return isinstance(exc, RegistryError) and (exc.status or 0) >= 500
+
+
+class ResilientSource:
+    """Wraps a remote :class:`BlobSource` (e.g. a registry blob)."""
+
+    def __init__(
+        self,
+        inner: BlobSource,
+        *,
+        timeout: float = 60.0,
+        min_request: int = 0,
+        stats: FetchStats | None = None,
+        name: str = "blob",
+    ) -> None:
+        self.inner = inner
+        self.timeout = timeout
+        self.min_request = min_request
+        self.stats = stats or FetchStats()
+        self.name = name
+        self._ahead: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def _buffered(self, offset: int, size: int) -> bytes | None:
+        with self._lock:
+            for start, data in self._ahead.items():
+                if start <= offset and offset + size <= start + len(data):
+                    return data[offset - start : offset - start + size]
+        return None
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        hit = self._buffered(offset, size)
+        if hit is not None:
+            return hit
+        want = min(max(size, self.min_request), self.size - offset)
+        data = self._fetch(offset, want)
+        if want > size:
+            with self._lock:
+                self._ahead[offset] = data
+                while len(self._ahead) > 8:
+                    self._ahead.popitem(last=False)
+        return data[:size]
+
+    def _fetch(self, offset: int, size: int) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.2
+        while True:
+            try:
+                data = self.inner.read_at(offset, size)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise SourceUnavailable(
+                        f"{self.name}: bytes [{offset}, {offset + size}) unreachable for "
+                        f"{self.timeout:.0f}s: {exc}"
+                    ) from exc
+                self.stats.retries += 1
+                log.warning("%s: registry unreachable (%s); retrying in %.1fs",
+                            self.name, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.stats.add(len(data))
+            return data

@@ -1,0 +1,142 @@
+"""One layer's FUSE server: ``python -m estargz.lazy.server SPEC LAYER_INDEX``.
+
+Started by the mount daemon, one process per layer (libfuse serves one session per process).
+Before serving it checks the TOC against the manifest's digest again; then it prefetches the
+landmark range in one request, fetches the rest in the background at low priority (paused while
+the workload reads), and writes its statistics every second for ``estargz i mounts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+from estargz.format import BlobReader, BlobSource, Chunk
+from estargz.format.footer import Footer
+from estargz.format.reader import UnverifiedBlob
+from estargz.lazy.cache import DiskChunkCache
+from estargz.lazy.fuse import LayerOperations, serve
+from estargz.lazy.layerfs import LayerFS
+from estargz.lazy.remote import FetchStats, ResilientSource
+from estargz.lazy.spec import LayerSpec, MountSpec, write_json
+from estargz.registry import RegistryClient
+from estargz.store import ImageStore
+
+__all__ = ["LayerServer", "main"]
+
+log = logging.getLogger("estargz.lazy")
+_BACKGROUND_RANGE = 4 << 20
+
+
+class LayerServer:
+    def __init__(self, spec: MountSpec, index: int) -> None:
+        self.spec = spec
+        self.index = index
+        self.layer: LayerSpec = spec.layers[index]
+        self.label = f"layer {index} {self.layer.digest[:19]}"
+        self.store = ImageStore(spec.store_root, create=False)
+        self.stats = FetchStats()
+        self.source = self._source()
+        toc_json = self.store.get_meta(self.layer.digest, "toc.json")
+        if toc_json is None:
+            raise RuntimeError(f"{self.label}: the TOC is not in the store")
+        footer = Footer(self.layer.footer_kind, self.layer.footer_size, self.layer.toc_offset)
+        blob = UnverifiedBlob(self.source, footer, toc_json, self.layer.data_end)
+        cache = DiskChunkCache(Path(spec.store_root) / "cache", self.layer.digest[7:],
+                               spec.cache_bytes)
+        self.reader: BlobReader = blob.verify_toc(self.layer.toc_digest, chunk_cache=cache)
+        self.ops = LayerOperations(LayerFS(self.reader), self.label)
+        self.chunks = self.reader.all_chunks()
+        self.prefetched = 0
+        self.done = threading.Event()
+
+    def _source(self) -> BlobSource:
+        if self.layer.local:
+            return self.store.blob_source(self.layer.digest)
+        credentials = None
+        if self.spec.user:
+            name, _, password = self.spec.user.partition(":")
+            credentials = (name, password)
+        client = RegistryClient(self.spec.registry, plain_http=self.spec.plain_http or None,
+                                insecure_skip_verify=self.spec.skip_verify,
+                                credentials=credentials)
+        return ResilientSource(
+            client.blob(self.spec.repository, self.layer.digest, self.layer.size),
+            timeout=self.spec.read_timeout,
+            min_request=self.spec.min_request,
+            stats=self.stats,
+            name=self.label,
+        )
+
+    def prefetch(self) -> None:
+        """``[0, .prefetch.landmark)`` in one request, then (optionally) everything else."""
+        try:
+            landmark = self.reader.prefetch_size
+            if landmark:
+                head = [(n, c) for n, c in self.chunks if c.offset < landmark]
+                self.reader.fetch_range(head)
+                log.info("%s: prefetched %d bytes (landmark)", self.label, landmark)
+            if self.spec.background_fetch and not self.layer.local:
+                self._background()
+        except Exception as exc:
+            log.warning("%s: prefetch stopped: %s", self.label, exc)
+        finally:
+            self.done.set()
+
+    def _background(self) -> None:
+        group: list[tuple[str, Chunk]] = []
+        start = 0
+        for name, chunk in self.chunks:
+            if group and chunk.member_end - start > _BACKGROUND_RANGE:
+                self._fetch_group(group)
+                group = []
+            if not group:
+                start = chunk.offset
+            group.append((name, chunk))
+        if group:
+            self._fetch_group(group)
+        log.info("%s: background fetch complete", self.label)
+
+    def _fetch_group(self, group: list[tuple[str, Chunk]]) -> None:
+        while self.ops.active_reads:  # on-demand reads first
+            time.sleep(0.01)
+        self.reader.fetch_range(group)
+
+    def stats_loop(self) -> None:
+        path = self.spec.dir / f"stats-{self.index}.json"
+        while True:
+            cached = sum(1 for n, c in self.chunks if self.reader.is_cached(n, c))
+            write_json(path, {
+                "digest": self.layer.digest,
+                "size": self.layer.size,
+                "local": self.layer.local,
+                "requests": self.stats.requests,
+                "fetched_bytes": self.stats.fetched_bytes,
+                "retries": self.stats.retries,
+                "chunks": len(self.chunks),
+                "cached_chunks": cached,
+            })
+            time.sleep(1.0)
+
+    def run(self) -> None:
+        threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
+        threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
+        serve(self.ops, self.layer.mountpoint, f"estargz:{self.layer.digest[7:19]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s layer-{args[1]} %(levelname)s %(message)s")
+    spec = MountSpec.load(args[0])
+    server = LayerServer(spec, int(args[1]))
+    log.info("%s: serving at %s", server.label, server.layer.mountpoint)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
