@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _convert_options(args: argparse.Namespace) -> ConvertOptions:
-    record = read_record_in(args.estargz_record_in) if args.estargz_record_in else None
+    # the record file is read only once the flags are known to fit together
+    record: dict[int, list[str]] | None = {} if args.estargz_record_in else None
     options = ConvertOptions(
         oci=args.oci,
         estargz=args.estargz,
@@ -141,6 +143,8 @@ def _convert_options(args: argparse.Namespace) -> ConvertOptions:
         all_platforms=args.all_platforms,
     )
     options.check()
+    if args.estargz_record_in:
+        options = replace(options, record_in=read_record_in(args.estargz_record_in))
     return options
 
 
@@ -499,6 +503,10 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("ref", metavar="REF")
     p.add_argument("layer", metavar="LAYER_DIGEST")
     p.set_defaults(func=_cmd_get_toc_digest)
+
+    from estargz.cli.lazy import add_lazy_commands
+
+    add_lazy_commands(cmds, _registry_flags)
 
     p = command("inspect", "per layer: eStargz or not and why, TOC, prefetch, overhead")
     _registry_flags(p)
