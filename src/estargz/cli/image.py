@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from estargz.cli.output import emit_json
-from estargz.cli.progress import Reporter, reporter
 from estargz.errors import BuildError, EstargzError, ImageNotFound, RegistryError
 from estargz.format import BlobSource, open_blob
 from estargz.image.convert import ConvertOptions, convert_image, read_record_in
@@ -74,7 +73,7 @@ def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
     return key, store.get_image(key)
 
 
-def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Reporter) -> Descriptor:
+def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) -> Descriptor:
     ref = Reference.parse(ref_text)
     with _client(args, ref) as client, store.lease():
         rep.message(f"pulling {ref}")
@@ -102,6 +101,13 @@ def _platform_flags(p: argparse.ArgumentParser) -> None:
 
 
 # --- pull / push ----------------------------------------------------------------------------
+
+
+def reporter(args: argparse.Namespace) -> Any:
+    """Progress output; ``rich`` is imported only by the commands that show progress."""
+    from estargz.cli.progress import reporter as make
+
+    return make(args)
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
@@ -153,9 +159,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise BuildError("--estargz-keep-diff-id cannot be combined with --estargz-record-in: "
                          "prioritizing files reorders the tar and changes the diffID")
     options = _convert_options(args)  # every flag checked before any work
-    store = _store(args)
     dst = normalize_name(args.dst)
-    toc_name = toc_image_name(dst) if options.external_toc else None
+    try:
+        toc_name = toc_image_name(dst) if options.external_toc else None
+    except ValueError:
+        raise BuildError(f"{dst} is pinned by digest, but --estargz-external-toc names the TOC "
+                         f"image after the tag of DST (DST-esgztoc): give DST a tag") from None
+    store = _store(args)
     with reporter(args) as rep:
         try:
             src_key, source = _lookup(store, args.src)

@@ -72,42 +72,52 @@ def _check_int(value: Any, where: str, json_name: str) -> int:
     return value
 
 
+_KINDS = {json_name: kind for _attr, json_name, kind in _FIELDS}
+_ATTRS = {json_name: attr for attr, json_name, _kind in _FIELDS}
+
+
+def _decode_xattrs(value: Any, where: str) -> dict[str, bytes]:
+    if not isinstance(value, dict):
+        raise InvalidTOC(f"{where}: field 'xattrs' must be an object")
+    xattrs: dict[str, bytes] = {}
+    for key, b64 in value.items():
+        if not isinstance(b64, str):
+            raise InvalidTOC(f"{where}: xattr {key!r} is not base64 text")
+        try:
+            xattrs[key] = base64.b64decode(b64, validate=True)
+        except binascii.Error as exc:
+            raise InvalidTOC(f"{where}: xattr {key!r} is not valid base64") from exc
+    return xattrs
+
+
 def _decode_entry(raw: Any, index: int) -> TOCEntry:
-    where = f"TOC entry #{index}"
-    if not isinstance(raw, dict):
-        raise InvalidTOC(f"{where}: not a JSON object")
-    name = raw.get("name")
-    etype = raw.get("type")
-    if not isinstance(name, str):
-        raise InvalidTOC(f"{where}: missing or non-string 'name'")
-    where = f"TOC entry #{index} ({name!r})"
-    if etype not in ENTRY_TYPES:
-        raise InvalidTOC(f"{where}: unknown type {etype!r}")
-    entry = TOCEntry(name=name, type=etype)
+    """One entry; the common case is a tight loop, errors are explained on a slow path."""
+    if type(raw) is not dict:
+        raise InvalidTOC(f"TOC entry #{index}: not a JSON object")
+    kwargs: dict[str, Any] = {}
     for json_name, value in raw.items():
-        spec = _BY_JSON.get(json_name)
-        if spec is None or json_name in ("name", "type") or value is None:
+        kind: Any = _KINDS.get(json_name)
+        if kind is None or value is None:
             continue  # unknown fields are tolerated, as Go's decoder does
-        attr, kind = spec
-        if kind is int:
-            setattr(entry, attr, _check_int(value, where, json_name))
-        elif kind is str:
-            if not isinstance(value, str):
+        if type(value) is not kind or (kind is int and not 0 <= value <= _MAX_INT):
+            where = f"TOC entry #{index} ({raw.get('name')!r})"
+            if kind is int:
+                _check_int(value, where, json_name)
+            elif json_name == "name":
+                raise InvalidTOC(f"TOC entry #{index}: missing or non-string 'name'")
+            elif kind is str:
                 raise InvalidTOC(f"{where}: field {json_name!r} must be a string")
-            setattr(entry, attr, value)
-        else:
-            if not isinstance(value, dict):
-                raise InvalidTOC(f"{where}: field 'xattrs' must be an object")
-            xattrs: dict[str, bytes] = {}
-            for key, b64 in value.items():
-                if not isinstance(b64, str):
-                    raise InvalidTOC(f"{where}: xattr {key!r} is not base64 text")
-                try:
-                    xattrs[key] = base64.b64decode(b64, validate=True)
-                except binascii.Error as exc:
-                    raise InvalidTOC(f"{where}: xattr {key!r} is not valid base64") from exc
-            entry.xattrs = xattrs
-    return entry
+            else:
+                value = _decode_xattrs(value, where)
+        elif kind is dict:
+            value = _decode_xattrs(value, f"TOC entry #{index} ({raw.get('name')!r})")
+        kwargs[_ATTRS[json_name]] = value
+    name = kwargs.get("name")
+    if name is None:
+        raise InvalidTOC(f"TOC entry #{index}: missing or non-string 'name'")
+    if kwargs.get("type") not in ENTRY_TYPES:
+        raise InvalidTOC(f"TOC entry #{index} ({name!r}): unknown type {raw.get('type')!r}")
+    return TOCEntry(**kwargs)
 
 
 def decode_toc(toc_json: bytes) -> list[TOCEntry]:

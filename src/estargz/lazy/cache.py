@@ -36,6 +36,12 @@ class DiskChunkCache:
             self._sizes[name] = size
         self._total = sum(self._sizes.values())
 
+    def __contains__(self, key: object) -> bool:
+        """Known to this process (found at start or put since): no disk access, cheap enough
+        to ask for every chunk of a layer every fraction of a second."""
+        with self._lock:
+            return key in self._sizes
+
     def get(self, key: str) -> bytes | None:
         try:
             data = (self.dir / key).read_bytes()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from estargz.format.reader import UnverifiedBlob
 from estargz.lazy.spec import MountSpec, write_json
 
 __all__ = ["main", "is_mounted"]
@@ -25,10 +27,15 @@ log = logging.getLogger("estargz.lazy")
 _MOUNT_TIMEOUT = 60.0
 
 
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash in paths as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def is_mounted(path: str | os.PathLike[str]) -> bool:
     target = os.path.realpath(path)
     with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+        return any(_unescape(line.split()[1]) == target for line in f)
 
 
 def _status(spec: MountSpec, state: str, **extra: object) -> None:
@@ -64,21 +71,68 @@ def _overlay(spec: MountSpec) -> None:
         raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
 
 
+class _Child:
+    """A forked layer server."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                self.returncode = -9
+                return
+            time.sleep(0.02)
+
+
+def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None) -> int:
+    """Body of a forked layer server: never returns into the daemon's code."""
+    from estargz.lazy.server import LayerServer
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        server = LayerServer(spec, index, blob)
+        log.info("%s: serving at %s", server.label, server.layer.mountpoint)
+        server.run()
+        return 0
+    except BaseException as exc:
+        log.error("layer %d: %s", index, exc)
+        return 1
+
+
 class Daemon:
-    def __init__(self, spec: MountSpec) -> None:
+    def __init__(self, spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> None:
         self.spec = spec
-        self.servers: list[subprocess.Popen[bytes]] = []
+        self.blobs = blobs
+        self.servers: list[_Child] = []
         self.stopping = False
 
     def start_servers(self) -> None:
-        log_file = open(self.spec.dir / "daemon.log", "ab")  # noqa: SIM115 - children share it
+        """Fork one server per layer (before this process starts any thread)."""
         for i, layer in enumerate(self.spec.layers):
             Path(layer.mountpoint).mkdir(parents=True, exist_ok=True)
-            self.servers.append(subprocess.Popen(
-                [sys.executable, "-m", "estargz.lazy.server", str(self.spec.dir / "spec.json"),
-                 str(i)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            ))
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_serve_layer(self.spec, i, self.blobs[i] if self.blobs else None))
+            self.servers.append(_Child(pid))
         deadline = time.monotonic() + _MOUNT_TIMEOUT
         pending = list(enumerate(self.spec.layers))
         while pending:
@@ -90,7 +144,7 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"layers {[i for i, _ in pending]} not mounted after "
                                    f"{_MOUNT_TIMEOUT:.0f}s")
-            time.sleep(0.02)
+            time.sleep(0.005)
 
     def stop(self) -> None:
         if self.stopping:
@@ -98,14 +152,9 @@ class Daemon:
         self.stopping = True
         _umount(self.spec.mountpoint)
         for proc in self.servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            proc.terminate()
         for proc, layer in zip(self.servers, self.spec.layers, strict=False):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(timeout=10)
             _umount(layer.mountpoint)
 
     def run(self) -> int:
@@ -140,10 +189,42 @@ class Daemon:
         self.stop()
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s [%(process)d] %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def spawn(spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> None:
+    """Start the daemon detached from the caller (double fork), reusing its parsed TOCs.
+
+    Forking instead of starting a new interpreter saves the imports and the TOC parsing: the
+    mount answers sooner. Returns in the caller once the daemon is on its own.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        log_fd = os.open(spec.dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        _logging()
+        os._exit(Daemon(spec, blobs).run())
+    except BaseException:
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s daemon %(levelname)s %(message)s")
+    _logging()
     spec = MountSpec.load(args[0])
     return Daemon(spec).run()
 

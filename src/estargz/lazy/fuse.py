@@ -92,6 +92,7 @@ def serve(ops: LayerOperations, mountpoint: str, fsname: str) -> None:
         ro=True,
         allow_other=True,
         default_permissions=True,
+        use_ino=True,  # our inode numbers: hardlinks must share one
         kernel_cache=True,
         attr_timeout=3600.0,
         entry_timeout=3600.0,

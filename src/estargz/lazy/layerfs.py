@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from estargz.errors import FormatError, VerificationError
 from estargz.format import BlobReader, FileInfo
 from estargz.format.types import LANDMARK_NAMES
 
@@ -65,30 +67,39 @@ def _mtime(modtime: str) -> int:
 
 
 class LayerFS:
-    """Read-only view of one layer, addressed by absolute paths (``/etc/passwd``)."""
+    """Read-only view of one layer, addressed by absolute paths (``/etc/passwd``).
 
-    def __init__(self, reader: BlobReader) -> None:
+    ``on_bad_data`` is called when a read finds bytes that do not match the TOC, so the source
+    can drop what it buffered and the next read fetches them again.
+    """
+
+    def __init__(self, reader: BlobReader,
+                 on_bad_data: Callable[[], None] | None = None) -> None:
         self.reader = reader
-        self._inodes: dict[str, int] = {"": 1}
+        self.on_bad_data = on_bad_data
         self.whiteouts: dict[str, set[str]] = {}
         self.opaque: set[str] = set()
+        names = [""]
         for info in reader.walk():
             parent, _, base = info.name.rpartition("/")
             if base == OPAQUE_MARKER:
                 self.opaque.add(parent)
             elif base.startswith(WHITEOUT_PREFIX):
                 self.whiteouts.setdefault(parent, set()).add(base[len(WHITEOUT_PREFIX):])
+                names.append(f"{parent}/{base[len(WHITEOUT_PREFIX):]}".lstrip("/"))
+            elif not info.hardlink_to:
+                names.append(info.name)
+        # numbered once, here: FUSE calls arrive on many threads, and two files that got the
+        # same number would look like hardlinks to tar, cp -a and du
+        self._inodes = {name: i for i, name in enumerate(dict.fromkeys(names), start=1)}
+        self._statfs: dict[str, Any] | None = None
 
     @staticmethod
     def _name(path: str) -> str:
         return path.strip("/")
 
     def _ino(self, info: FileInfo) -> int:
-        key = info.hardlink_to or info.name
-        ino = self._inodes.get(key)
-        if ino is None:
-            ino = self._inodes[key] = len(self._inodes) + 1
-        return ino
+        return self._inodes[info.hardlink_to or info.name]
 
     def _whiteout(self, name: str) -> bool:
         parent, _, base = name.rpartition("/")
@@ -106,7 +117,7 @@ class LayerFS:
         info = self.lookup(name)
         if info is None:
             if self._whiteout(name):
-                return Stat(stat.S_IFCHR, self._ino_for(name), 1, 0, 0, 0, os.makedev(0, 0), 0, 0)
+                return Stat(stat.S_IFCHR, self._inodes[name], 1, 0, 0, 0, os.makedev(0, 0), 0, 0)
             return None
         size = info.size if info.type == "reg" else 0
         if info.type == "symlink":
@@ -124,12 +135,6 @@ class LayerFS:
             st_mtime=_mtime(info.modtime),
             st_blocks=(size + 511) // 512,
         )
-
-    def _ino_for(self, name: str) -> int:
-        ino = self._inodes.get(name)
-        if ino is None:
-            ino = self._inodes[name] = len(self._inodes) + 1
-        return ino
 
     def readdir(self, path: str) -> list[str] | None:
         name = self._name(path)
@@ -179,12 +184,19 @@ class LayerFS:
         return info.xattrs.get(key)
 
     def read(self, path: str, size: int, offset: int) -> bytes:
-        return self.reader.read(self._name(path), offset, size)
+        try:
+            return self.reader.read(self._name(path), offset, size)
+        except (FormatError, VerificationError):
+            if self.on_bad_data is not None:
+                self.on_bad_data()
+            raise
 
     def statfs(self) -> dict[str, Any]:
-        total = sum(i.size for i in self.reader.walk() if i.type == "reg" and not i.hardlink_to)
-        blocks = (total + BLOCK_SIZE - 1) // BLOCK_SIZE
-        files = len(self._inodes) + len(self.reader.entries)
-        return {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": blocks,
-                "f_bfree": 0, "f_bavail": 0, "f_files": files, "f_ffree": 0,
-                "f_namemax": 255}
+        if self._statfs is None:  # the layer never changes: count once
+            total = sum(i.size for i in self.reader.walk()
+                        if i.type == "reg" and not i.hardlink_to)
+            blocks = (total + BLOCK_SIZE - 1) // BLOCK_SIZE
+            self._statfs = {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": blocks,
+                            "f_bfree": 0, "f_bavail": 0, "f_files": len(self._inodes),
+                            "f_ffree": 0, "f_namemax": 255}
+        return self._statfs

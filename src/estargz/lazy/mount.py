@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +23,12 @@ from pathlib import Path
 from estargz.errors import EstargzError, RegistryError
 from estargz.format import BuildOptions, build, open_blob
 from estargz.format.reader import UnverifiedBlob
-from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
+from estargz.format.tarscan import clean_name
+from estargz.format.types import PREFETCH_LANDMARK, TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
 from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
-from estargz.lazy.daemon import is_mounted
+from estargz.lazy.daemon import is_mounted, spawn
 from estargz.lazy.remote import ResilientSource
 from estargz.lazy.spec import LayerSpec, MountSpec, read_json
 from estargz.registry import Reference, RegistryClient
@@ -155,14 +157,15 @@ def rpull(
     top, manifest, documents = _choose(client, ref, platform)
     ident = hashlib.sha256(f"{ref}{time.time_ns()}".encode()).hexdigest()[:12]
     state = _state_root(store) / ident
-    state.mkdir(parents=True)
     target = os.path.abspath(mountpoint or Path(store.root) / "rootfs" / ident)
     if is_mounted(target):
         raise MountError(f"{target} is already a mountpoint")
+    state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
     with store.lease():
         config = client.get_blob(ref.repository, manifest.config.digest)
         store.put_blob(config, manifest.config.digest)
         layers: list[LayerSpec] = []
+        blobs: list[UnverifiedBlob] = []
         for i, layer in enumerate(manifest.layers):
             blob, reason = _open_remote(client, ref, layer, toc_image)
             local = blob is None
@@ -172,17 +175,19 @@ def rpull(
                 blob, digest = _pull_whole(client, store, ref, layer)
                 size = store.blob_size(digest)
             store.put_meta(digest, "toc.json", blob.toc_json)
-            reader = blob.skip_verify()
+            blobs.append(blob)
+            prefetch = next((e.offset for e in blob.entries
+                             if e.type == "reg" and clean_name(e.name) == PREFETCH_LANDMARK), 0)
             layers.append(LayerSpec(
                 digest=digest, size=size, toc_digest=blob.toc_digest,
                 footer_kind=blob.footer.kind, footer_size=blob.footer.size,
                 toc_offset=blob.footer.toc_offset, data_end=blob.data_end, local=local,
                 reason=reason or "lazy", mountpoint=str(state / "layers" / str(i)),
-                prefetch_size=reader.prefetch_size,
+                prefetch_size=prefetch,
             ))
             if not local:
                 say(f"layer {i} {layer.digest[:19]}: lazy (TOC {blob.toc_digest[:19]} verified, "
-                    f"{len(blob.entries)} entries, prefetch {reader.prefetch_size} bytes)")
+                    f"{len(blob.entries)} entries, prefetch {prefetch} bytes)")
         for desc, raw in documents:
             store.put_blob(raw, desc.digest)
         store.set_images({str(ref): top}, require_layers=False)
@@ -193,25 +198,23 @@ def rpull(
         upper=upper, background_fetch=background_fetch, layers=layers,
     )
     spec.save()
-    _start_daemon(spec)
+    _start_daemon(spec, blobs)
     return spec
 
 
-def _start_daemon(spec: MountSpec, timeout: float = 90.0) -> None:
-    with open(spec.dir / "daemon.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "estargz.lazy.daemon", str(spec.dir / "spec.json")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )
+def _start_daemon(spec: MountSpec, blobs: list[UnverifiedBlob], timeout: float = 90.0) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    spawn(spec, blobs)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = read_json(spec.dir / "status.json") or {}
         if status.get("state") == "ready":
             return
-        if status.get("state") == "failed" or proc.poll() not in (None, 0):
+        if status.get("state") == "failed":
             raise MountError(f"mount failed: {status.get('error', 'daemon exited')} "
                              f"(log: {spec.dir / 'daemon.log'})")
-        time.sleep(0.02)
+        time.sleep(0.005)
     raise MountError(f"mount not ready after {timeout:.0f}s (log: {spec.dir / 'daemon.log'})")
 
 
@@ -249,9 +252,16 @@ def umount(store: ImageStore, mountpoint: str, timeout: float = 30.0) -> MountSp
             deadline = time.monotonic() + timeout
             while pid_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if pid_file.exists():  # stuck: the lazy unmounts below end its layer servers
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for path in [spec.mountpoint, *(layer.mountpoint for layer in spec.layers)]:
             if is_mounted(path):
                 subprocess.run(["umount", "-l", path], capture_output=True, check=False)
-        subprocess.run(["rm", "-rf", str(spec.dir)], check=False)
+        shutil.rmtree(spec.dir, ignore_errors=True)
+        default = Path(store.root) / "rootfs" / spec.id
+        if Path(spec.mountpoint) == default:  # made by rpull: leave no empty directory
+            with contextlib.suppress(OSError):
+                default.rmdir()
         return spec
     raise MountError(f"{mountpoint}: not an estargz mount")

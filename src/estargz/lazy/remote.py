@@ -38,6 +38,10 @@ class FetchStats:
             self.requests += 1
             self.fetched_bytes += n
 
+    def retried(self) -> None:
+        with self._lock:
+            self.retries += 1
+
 
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, RegistryUnavailable | OSError):
@@ -76,6 +80,12 @@ class ResilientSource:
                     return data[offset - start : offset - start + size]
         return None
 
+    def forget(self) -> None:
+        """Drop the read-ahead: it held bytes that failed verification (a bad proxy, a flipped
+        bit), and serving them again would fail every retry of the same read."""
+        with self._lock:
+            self._ahead.clear()
+
     def read_at(self, offset: int, size: int) -> bytes:
         hit = self._buffered(offset, size)
         if hit is not None:
@@ -103,7 +113,7 @@ class ResilientSource:
                         f"{self.name}: bytes [{offset}, {offset + size}) unreachable for "
                         f"{self.timeout:.0f}s: {exc}"
                     ) from exc
-                self.stats.retries += 1
+                self.stats.retried()
                 log.warning("%s: registry unreachable (%s); retrying in %.1fs",
                             self.name, exc, delay)
                 time.sleep(delay)

@@ -3,7 +3,7 @@
 Started by the mount daemon, one process per layer (libfuse serves one session per process).
 Before serving it checks the TOC against the manifest's digest again; then it prefetches the
 landmark range in one request, fetches the rest in the background at low priority (paused while
-the workload reads), and writes its statistics every second for ``estargz i mounts``.
+the workload reads), and keeps its statistics in ``stats-N.json`` for ``estargz i mounts``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ __all__ = ["LayerServer", "main"]
 
 log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
+_STATS_INTERVAL = 0.2
+_BACKGROUND_DELAY = 1.0
 
 
 class LayerServer:
-    def __init__(self, spec: MountSpec, index: int) -> None:
+    def __init__(self, spec: MountSpec, index: int, blob: UnverifiedBlob | None = None) -> None:
+        """``blob``: the TOC already parsed by ``rpull`` (when forked from it), else re-read."""
         self.spec = spec
         self.index = index
         self.layer: LayerSpec = spec.layers[index]
@@ -40,15 +43,19 @@ class LayerServer:
         self.store = ImageStore(spec.store_root, create=False)
         self.stats = FetchStats()
         self.source = self._source()
-        toc_json = self.store.get_meta(self.layer.digest, "toc.json")
-        if toc_json is None:
-            raise RuntimeError(f"{self.label}: the TOC is not in the store")
-        footer = Footer(self.layer.footer_kind, self.layer.footer_size, self.layer.toc_offset)
-        blob = UnverifiedBlob(self.source, footer, toc_json, self.layer.data_end)
-        cache = DiskChunkCache(Path(spec.store_root) / "cache", self.layer.digest[7:],
-                               spec.cache_bytes)
-        self.reader: BlobReader = blob.verify_toc(self.layer.toc_digest, chunk_cache=cache)
-        self.ops = LayerOperations(LayerFS(self.reader), self.label)
+        if blob is None:
+            toc_json = self.store.get_meta(self.layer.digest, "toc.json")
+            if toc_json is None:
+                raise RuntimeError(f"{self.label}: the TOC is not in the store")
+            footer = Footer(self.layer.footer_kind, self.layer.footer_size,
+                            self.layer.toc_offset)
+            blob = UnverifiedBlob(self.source, footer, toc_json, self.layer.data_end)
+        blob.source = self.source  # this process's own connection
+        self.cache = DiskChunkCache(Path(spec.store_root) / "cache", self.layer.digest[7:],
+                                    spec.cache_bytes)
+        self.reader: BlobReader = blob.verify_toc(self.layer.toc_digest, chunk_cache=self.cache)
+        forget = self.source.forget if isinstance(self.source, ResilientSource) else None
+        self.ops = LayerOperations(LayerFS(self.reader, on_bad_data=forget), self.label)
         self.chunks = self.reader.all_chunks()
         self.prefetched = 0
         self.done = threading.Event()
@@ -80,6 +87,7 @@ class LayerServer:
                 self.reader.fetch_range(head)
                 log.info("%s: prefetched %d bytes (landmark)", self.label, landmark)
             if self.spec.background_fetch and not self.layer.local:
+                time.sleep(_BACKGROUND_DELAY)  # the workload's first reads go first
                 self._background()
         except Exception as exc:
             log.warning("%s: prefetch stopped: %s", self.label, exc)
@@ -106,10 +114,16 @@ class LayerServer:
         self.reader.fetch_range(group)
 
     def stats_loop(self) -> None:
+        """Rewrite ``stats-N.json`` whenever the numbers change (checked a few times a second).
+
+        Cached chunks are counted from the cache's index: asking the reader would read and hash
+        every cached chunk again on each pass.
+        """
         path = self.spec.dir / f"stats-{self.index}.json"
+        last: dict[str, object] = {}
         while True:
-            cached = sum(1 for n, c in self.chunks if self.reader.is_cached(n, c))
-            write_json(path, {
+            cached = sum(1 for _, c in self.chunks if c.key in self.cache)
+            now: dict[str, object] = {
                 "digest": self.layer.digest,
                 "size": self.layer.size,
                 "local": self.layer.local,
@@ -118,8 +132,11 @@ class LayerServer:
                 "retries": self.stats.retries,
                 "chunks": len(self.chunks),
                 "cached_chunks": cached,
-            })
-            time.sleep(1.0)
+            }
+            if now != last:
+                write_json(path, now)
+                last = now
+            time.sleep(_STATS_INTERVAL)
 
     def run(self) -> None:
         threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()

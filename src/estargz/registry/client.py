@@ -84,6 +84,23 @@ def _media_type(content_type: str | None, data: bytes) -> str:
     return value
 
 
+class _LazyTransport(httpx.BaseTransport):
+    """A transport built on first use (TLS set-up only when an HTTPS request happens)."""
+
+    def __init__(self, factory: Callable[[], httpx.BaseTransport]) -> None:
+        self._factory = factory
+        self._inner: httpx.BaseTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = self._factory()
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
 class RegistryClient:
     """Talks to one registry host (``127.0.0.1:5000``, ``docker.io``, ``ghcr.io``).
 
@@ -114,9 +131,17 @@ class RegistryClient:
             credentials if credentials is not None else (lambda: credentials_for(host))
         )
         self.auth = RegistryAuth(self.base_url, source)
+        mounts: dict[str, httpx.BaseTransport | None] | None = None
+        if transport is None and self.base_url.startswith("http://"):
+            # Plain HTTP needs no TLS context, and building one (loading the CA bundle) costs
+            # a tenth of a second per client; a redirect to HTTPS still gets a verifying one.
+            verify = not insecure_skip_verify
+            transport = httpx.HTTPTransport(verify=False)
+            mounts = {"https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=verify))}
         self._http = httpx.Client(
             auth=self.auth,
             transport=transport,
+            mounts=mounts,
             verify=not insecure_skip_verify,
             timeout=timeout,
             headers={"User-Agent": _user_agent()},
@@ -138,6 +163,11 @@ class RegistryClient:
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r})"
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How often and how long to wait before sending a failed request again."""
+        return self._session.policy
 
     # -- base ------------------------------------------------------------------------------
 
