@@ -21,7 +21,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Protocol
 
-from estargz.errors import BuildError
+from estargz.errors import BuildError, NotFound
 from estargz.format import BuildOptions, build
 from estargz.format.types import (
     STORE_UNCOMPRESSED_SIZE_ANNOTATION,
@@ -372,8 +372,18 @@ def convert_image(
             if not chosen:
                 have = ", ".join(str(d.platform) for d in children if d.platform) or "none"
                 raise BuildError(f"no manifest for the requested platform (the index has: {have})")
-            for child in chosen:
-                new_desc, got = conv.convert_manifest(child, store.read_blob(child.digest))
+            documents = []
+            for child in chosen:  # all of them at hand before any layer is converted
+                try:
+                    documents.append((child, store.read_blob(child.digest)))
+                except NotFound:
+                    raise BuildError(
+                        f"only part of index {source.digest} is here: the manifest for "
+                        f"{child.platform or 'no platform'} ({child.digest}) is missing; pull "
+                        "the source with --all-platforms or that --platform"
+                    ) from None
+            for child, child_data in documents:
+                new_desc, got = conv.convert_manifest(child, child_data)
                 manifests.append(new_desc)
                 outcomes.extend(got)
             oci = options.oci or doc.media_type == OCI_INDEX

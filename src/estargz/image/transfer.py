@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from estargz.errors import EstargzError
+from estargz.errors import EstargzError, RegistryUnavailable
 from estargz.image.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
 
@@ -132,6 +132,25 @@ def image_blobs(store: ImageStore, top: Descriptor) -> Iterator[tuple[Descriptor
     yield top, True
 
 
+def _put_manifest(
+    client: RegistryClient, repo: str, target: str, data: bytes, media_type: str
+) -> None:
+    """PUT a manifest, again after a dropped connection or a 5xx answer.
+
+    The client sends a PUT only once; unlike an upload session, a manifest PUT is idempotent,
+    so a push that got all its blobs across survives the registry restarting at the very end.
+    """
+    policy = client.retry_policy
+    for attempt in range(policy.retries + 1):
+        try:
+            client.put_manifest(repo, target, data, media_type)
+            return
+        except RegistryUnavailable:
+            if attempt == policy.retries:
+                raise
+            policy.sleep(attempt)
+
+
 def push_image(
     client: RegistryClient,
     store: ImageStore,
@@ -163,7 +182,7 @@ def push_image(
     for desc, is_doc in items:
         if is_doc and desc.media_type in MANIFEST_TYPES | INDEX_TYPES:
             target = ref.tag if desc is top and ref.tag and not ref.digest else desc.digest
-            client.put_manifest(ref.repository, target, store.read_blob(desc.digest),
-                                desc.media_type)
+            _put_manifest(client, ref.repository, target, store.read_blob(desc.digest),
+                          desc.media_type)
             progress.blob_done(desc, "pushed")
     return top.digest
