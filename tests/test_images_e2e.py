@@ -484,7 +484,7 @@ def test_inspect_says_what_is_lazy_and_why(cli: Estargz, source: Source,
                                                                          "estargz")] * 2
     assert [r["toc_digest"] for r in rows] == [a[TOC_DIGEST] for a in annotations]
     text = cli("inspect", converted.plain)
-    assert text.count("lazy: lazy") == 2 and "NOT lazy" not in text
+    assert text.count(" B  lazy\n") == 2 and "NOT lazy" not in text
 
     rows = lazy_rows(cli, converted.external)
     assert [(r["estargz"], r["footer"]) for r in rows] == [(True, "external")] * 2

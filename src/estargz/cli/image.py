@@ -426,9 +426,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{view.name} {view.top.digest} ({'store' if view.local else 'registry'})")
     for r in rows:
         overhead = f"{r['overhead']:+.1%}" if r["overhead"] is not None else "-"
-        lazy = "lazy" if r["estargz"] else "NOT lazy"
+        verdict = "lazy" if r["estargz"] else f"NOT lazy: {r['reason']}"
         print(f"  [{r['platform'] or '-'} #{r['index']}] {r['digest'][:19]} {r['size']:>10} B  "
-              f"{lazy}: {r['reason']}")
+              f"{verdict}")
         if r["estargz"]:
             print(f"      TOC {r['toc_digest']}  {r['entries']} entries, {r['files']} files, "
                   f"prefetch {r['prefetch_size']} B, footer {r['footer']}, "
