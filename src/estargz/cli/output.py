@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import orjson
+
+from estargz.store.fsutil import atomic_file
 
 __all__ = ["atomic_output", "emit_json", "say"]
 
@@ -31,15 +32,6 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".estargz-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    dest = Path(path).absolute()
+    with atomic_file(dest, tmpdir=dest.parent) as f:
+        yield f

@@ -28,7 +28,7 @@ from estargz.errors import (
 )
 from estargz.format.compression import inflate_member
 from estargz.format.footer import Footer, parse_footer
-from estargz.format.source import BlobSource, as_source
+from estargz.format.source import BlobSource, SourceFile, as_source
 from estargz.format.tarscan import clean_name
 from estargz.format.toc import decode_toc, toc_digest
 from estargz.format.types import (
@@ -574,7 +574,7 @@ class BlobReader:
         info = self.stat(path)
         if info.type != "reg":
             raise NotFound(f"{path!r} is not a regular file")
-        return io.BufferedReader(_FileIO(self, path, info.size), 1 << 20)
+        return io.BufferedReader(SourceFile(_FileContent(self, path, info.size)), 1 << 20)
 
     def read_file(self, path: str) -> bytes:
         return self.read(path)
@@ -597,27 +597,11 @@ class BlobReader:
         return digests
 
 
-class _FileIO(io.RawIOBase):
+class _FileContent:
+    """A regular file's verified content, as a :class:`BlobSource` (for :class:`SourceFile`)."""
+
     def __init__(self, reader: BlobReader, path: str, size: int) -> None:
-        super().__init__()
-        self._reader, self._path, self._size, self._pos = reader, path, size, 0
+        self._reader, self._path, self.size = reader, path, size
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._reader.read(self._path, self._pos, len(buf))
-        memoryview(buf)[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+    def read_at(self, offset: int, size: int) -> bytes:
+        return self._reader.read(self._path, offset, size)

@@ -7,14 +7,14 @@ The spec may hold registry credentials, so it is written with mode 0600.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from estargz.store.fsutil import write_atomic
 
 __all__ = ["LayerSpec", "MountSpec", "read_json", "write_json"]
 
@@ -73,16 +73,8 @@ class MountSpec:
 
 def write_json(path: Path, value: Any, mode: int = 0o644) -> None:
     """Atomic replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=".", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(orjson.dumps(value, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, orjson.dumps(value, option=orjson.OPT_INDENT_2), tmpdir=path.parent,
+                 mode=mode)
 
 
 def read_json(path: Path) -> Any:
