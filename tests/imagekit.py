@@ -74,8 +74,8 @@ def _owned(entry: tuple[tarfile.TarInfo, bytes | None], uid: int, gid: int,
     info, data = entry
     info.uid, info.gid = uid, gid
     info.uname = info.gname = ""
-    for key, value in xattrs.items():
-        info.pax_headers[f"SCHILY.xattr.user.{key.replace('_', '.')}"] = value
+    info.pax_headers = {**info.pax_headers, **{
+        f"SCHILY.xattr.user.{key.replace('_', '.')}": value for key, value in xattrs.items()}}
     return info, data
 
 

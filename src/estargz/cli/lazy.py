@@ -60,7 +60,9 @@ def _cmd_mounts(args: argparse.Namespace) -> int:
                 "fetched_bytes": stats.get("fetched_bytes", 0),
                 "fetched_percent": round(100 * int(str(stats.get("fetched_bytes", 0))) /
                                          layer.size, 1) if layer.size else 0.0,
-                "cached_chunks_percent": round(100 * cached / chunks, 1) if chunks else 100.0,
+                # None until the layer server has counted (not 100: nothing is cached yet)
+                "cached_chunks_percent": None if "chunks" not in stats else
+                round(100 * cached / chunks, 1) if chunks else 100.0,
             })
         rows.append({"id": info.spec.id, "image": info.spec.image, "state": info.state,
                      "mountpoint": info.spec.mountpoint, "layers": layers})
@@ -71,9 +73,10 @@ def _cmd_mounts(args: argparse.Namespace) -> int:
         print(f"{row['mountpoint']}  {row['image']}  [{row['state']}]")
         for layer in row["layers"]:
             kind = "lazy" if layer["lazy"] else "local"
+            cached = layer["cached_chunks_percent"]
             print(f"  {layer['digest'][:19]}  {kind:5}  fetched {layer['fetched_bytes']} of "
                   f"{layer['size']} bytes ({layer['fetched_percent']}%), "
-                  f"{layer['cached_chunks_percent']}% of chunks cached")
+                  f"{'?' if cached is None else cached}% of chunks cached")
     return 0
 
 

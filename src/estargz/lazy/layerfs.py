@@ -70,11 +70,13 @@ class LayerFS:
     """Read-only view of one layer, addressed by absolute paths (``/etc/passwd``).
 
     ``on_bad_data`` is called when a read finds bytes that do not match the TOC, so the source
-    can drop what it buffered and the next read fetches them again.
+    can drop what it buffered and the next read fetches them again. In the ``bottom`` layer
+    whiteouts have nothing to hide and are left out altogether: a one-layer image is mounted
+    without an overlay, which would otherwise show them as character devices.
     """
 
     def __init__(self, reader: BlobReader,
-                 on_bad_data: Callable[[], None] | None = None) -> None:
+                 on_bad_data: Callable[[], None] | None = None, *, bottom: bool = False) -> None:
         self.reader = reader
         self.on_bad_data = on_bad_data
         self.whiteouts: dict[str, set[str]] = {}
@@ -82,6 +84,8 @@ class LayerFS:
         names = [""]
         for info in reader.walk():
             parent, _, base = info.name.rpartition("/")
+            if base.startswith(WHITEOUT_PREFIX) and bottom:
+                continue
             if base == OPAQUE_MARKER:
                 self.opaque.add(parent)
             elif base.startswith(WHITEOUT_PREFIX):

@@ -218,7 +218,19 @@ def _start_daemon(spec: MountSpec, blobs: list[UnverifiedBlob], timeout: float =
     raise MountError(f"mount not ready after {timeout:.0f}s (log: {spec.dir / 'daemon.log'})")
 
 
+def _daemon_pid(spec: MountSpec) -> int | None:
+    """The pid of the mount's daemon while it runs (a killed daemon leaves its pid file)."""
+    try:
+        pid = int((spec.dir / "daemon.pid").read_text())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else pid
+
+
 def list_mounts(store: ImageStore) -> list[MountInfo]:
+    """Every mount of the store with its state: ``ready``, ``starting``, ``failed``,
+    ``stopped``, ``gone`` (no longer mounted) or ``orphaned`` (mounted, daemon dead)."""
     out: list[MountInfo] = []
     root = _state_root(store)
     if not root.exists():
@@ -232,6 +244,8 @@ def list_mounts(store: ImageStore) -> list[MountInfo]:
         state = status.get("state", "unknown")
         if state == "ready" and not is_mounted(spec.mountpoint):
             state = "gone"
+        elif state == "ready" and _daemon_pid(spec) is None:
+            state = "orphaned"
         stats = [read_json(d / f"stats-{i}.json") or {} for i in range(len(spec.layers))]
         out.append(MountInfo(spec, state, stats))
     return out
@@ -244,15 +258,14 @@ def umount(store: ImageStore, mountpoint: str, timeout: float = 30.0) -> MountSp
         if info.spec.mountpoint != target and info.spec.id != mountpoint:
             continue
         spec = info.spec
-        pid_file = spec.dir / "daemon.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text())
+        pid = _daemon_pid(spec)
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid_file.exists():  # stuck: the lazy unmounts below end its layer servers
+            while _daemon_pid(spec) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)  # (a dead daemon's pid file stays: ask the process)
+            if _daemon_pid(spec) is not None:  # stuck: the lazy unmounts below end its servers
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for path in [spec.mountpoint, *(layer.mountpoint for layer in spec.layers)]:

@@ -55,7 +55,8 @@ class LayerServer:
                                     spec.cache_bytes)
         self.reader: BlobReader = blob.verify_toc(self.layer.toc_digest, chunk_cache=self.cache)
         forget = self.source.forget if isinstance(self.source, ResilientSource) else None
-        self.ops = LayerOperations(LayerFS(self.reader, on_bad_data=forget), self.label)
+        fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
+        self.ops = LayerOperations(fs, self.label)
         self.chunks = self.reader.all_chunks()
         self.prefetched = 0
         self.done = threading.Event()
