@@ -161,11 +161,41 @@ def rpull(
     if is_mounted(target):
         raise MountError(f"{target} is already a mountpoint")
     state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
+    try:
+        layers, blobs = _prepare_layers(store, client, ref, manifest, state, toc_image, say)
+        with store.lease():
+            for desc, raw in documents:
+                store.put_blob(raw, desc.digest)
+            store.set_images({str(ref): top}, require_layers=False)
+        spec = MountSpec(
+            id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
+            mountpoint=target, store_root=str(store.root), registry=ref.registry,
+            repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify,
+            user=user, upper=upper, background_fetch=background_fetch, layers=layers,
+        )
+        spec.save()
+        _start_daemon(spec, blobs)
+    except BaseException:
+        _discard(state, None if mountpoint else target)
+        raise
+    return spec
+
+
+def _prepare_layers(
+    store: ImageStore,
+    client: RegistryClient,
+    ref: Reference,
+    manifest: Manifest,
+    state: Path,
+    toc_image: str | None,
+    say: Callable[[str], None],
+) -> tuple[list[LayerSpec], list[UnverifiedBlob]]:
+    """Per layer: its verified TOC (remote) or a local eStargz copy (pulled whole)."""
+    layers: list[LayerSpec] = []
+    blobs: list[UnverifiedBlob] = []
     with store.lease():
         config = client.get_blob(ref.repository, manifest.config.digest)
         store.put_blob(config, manifest.config.digest)
-        layers: list[LayerSpec] = []
-        blobs: list[UnverifiedBlob] = []
         for i, layer in enumerate(manifest.layers):
             blob, reason = _open_remote(client, ref, layer, toc_image)
             local = blob is None
@@ -188,31 +218,43 @@ def rpull(
             if not local:
                 say(f"layer {i} {layer.digest[:19]}: lazy (TOC {blob.toc_digest[:19]} verified, "
                     f"{len(blob.entries)} entries, prefetch {prefetch} bytes)")
-        for desc, raw in documents:
-            store.put_blob(raw, desc.digest)
-        store.set_images({str(ref): top}, require_layers=False)
-    spec = MountSpec(
-        id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
-        mountpoint=target, store_root=str(store.root), registry=ref.registry,
-        repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify, user=user,
-        upper=upper, background_fetch=background_fetch, layers=layers,
-    )
-    spec.save()
-    _start_daemon(spec, blobs)
-    return spec
+    return layers, blobs
+
+
+def _discard(state: Path, default_target: str | None) -> None:
+    """Undo a failed rpull: stop a daemon that did start, unmount, remove what was created."""
+    pid_file = state / "daemon.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            time.sleep(0.5)
+    with open("/proc/self/mounts") as f:
+        stale = [line.split()[1] for line in f if str(state) in line.split()[1]]
+    for path in sorted(stale, reverse=True):
+        subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+    if default_target and not is_mounted(default_target):
+        with contextlib.suppress(OSError):
+            os.rmdir(default_target)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _start_daemon(spec: MountSpec, blobs: list[UnverifiedBlob], timeout: float = 90.0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     spawn(spec, blobs)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
         status = read_json(spec.dir / "status.json") or {}
         if status.get("state") == "ready":
             return
         if status.get("state") == "failed":
             raise MountError(f"mount failed: {status.get('error', 'daemon exited')} "
+                             f"(log: {spec.dir / 'daemon.log'})")
+        started = (spec.dir / "daemon.pid").exists()
+        if (started and _daemon_pid(spec) is None) or (
+            not started and time.monotonic() > start + 10
+        ):
+            raise MountError(f"the mount daemon died before the mount was ready "
                              f"(log: {spec.dir / 'daemon.log'})")
         time.sleep(0.005)
     raise MountError(f"mount not ready after {timeout:.0f}s (log: {spec.dir / 'daemon.log'})")

@@ -112,7 +112,11 @@ class LayerServer:
     def _fetch_group(self, group: list[tuple[str, Chunk]]) -> None:
         while self.ops.active_reads:  # on-demand reads first
             time.sleep(0.01)
-        self.reader.fetch_range(group)
+        try:
+            self.reader.fetch_range(group)
+        except Exception as exc:
+            log.warning("%s: background fetch of %d chunks failed (%s); they will be fetched "
+                        "when read", self.label, len(group), exc)
 
     def stats_loop(self) -> None:
         """Rewrite ``stats-N.json`` whenever the numbers change (checked a few times a second).
