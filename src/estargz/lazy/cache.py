@@ -26,12 +26,14 @@ class DiskChunkCache:
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()
         entries = []
-        for path in self.dir.iterdir():
-            if path.name.startswith("."):
-                path.unlink(missing_ok=True)  # a temp file of an interrupted put
-                continue
-            st = path.stat()
-            entries.append((st.st_atime, path.name, st.st_size))
+        with os.scandir(self.dir) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)  # a temp file of an interrupted put
+                    continue
+                st = entry.stat()
+                entries.append((st.st_atime, entry.name, st.st_size))
         for _, name, size in sorted(entries):
             self._sizes[name] = size
         self._total = sum(self._sizes.values())
