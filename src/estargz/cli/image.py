@@ -271,6 +271,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     store = _store(args)
     names = [_lookup(store, n)[0] for n in args.names]
     out = Path(args.out)
+    parent = out.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{parent}: no such directory to export into")
     if args.oci_layout or out.is_dir() or args.out.endswith("/"):
         export_oci_layout(store, names, out)
     else:
