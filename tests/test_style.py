@@ -42,3 +42,23 @@ def test_format_imports_no_io_policy() -> None:
                 if name.startswith(banned):
                     offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders
+
+
+def test_every_module_pins_its_public_names() -> None:
+    """Each module says what it exports, and every exported name exists."""
+    import importlib
+
+    problems = []
+    for path in sorted((ROOT / "src" / "estargz").rglob("*.py")):
+        rel = path.relative_to(ROOT / "src").with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            problems.append(f"{name}: no __all__")
+            continue
+        problems += [f"{name}: {n} in __all__ but missing" for n in exported
+                     if not hasattr(module, n)]
+    assert not problems, problems

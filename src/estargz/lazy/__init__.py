@@ -5,3 +5,5 @@ Layout: :mod:`layerfs` (a layer as a filesystem, no FUSE), :mod:`fuse` (the mfus
 :mod:`server` (one process per layer), :mod:`daemon` (one per image mount), :mod:`mount`
 (``rpull``/``umount``/``mounts`` for the CLI).
 """
+
+__all__: list[str] = []
