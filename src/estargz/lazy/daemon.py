@@ -51,18 +51,24 @@ def _umount(path: str) -> None:
         subprocess.run(["umount", "-l", path], capture_output=True, check=False)
 
 
+def _escape(path: str | Path) -> str:
+    """overlayfs splits its options on ',' and ':'; a backslash keeps them in a path."""
+    return str(path).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
 def _overlay(spec: MountSpec) -> None:
-    lowers = [layer.mountpoint for layer in reversed(spec.layers)]  # top layer first
+    lowers = [_escape(layer.mountpoint) for layer in reversed(spec.layers)]  # top layer first
     target = spec.mountpoint
     Path(target).mkdir(parents=True, exist_ok=True)
     if spec.upper:
         upper, work = spec.dir / "upper", spec.dir / "work"
         upper.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
-        options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+        options = (f"lowerdir={':'.join(lowers)},upperdir={_escape(upper)},"
+                   f"workdir={_escape(work)}")
         cmd = ["mount", "-t", "overlay", "overlay", "-o", options, target]
     elif len(lowers) == 1:
-        cmd = ["mount", "--bind", "-o", "ro", lowers[0], target]
+        cmd = ["mount", "--bind", "-o", "ro", spec.layers[0].mountpoint, target]
     else:
         cmd = ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={':'.join(lowers)}",
                target]
