@@ -311,8 +311,8 @@ class BlobReader:
             self._nodes[name] = node
             self._order.append(name)
             if name:
-                parent = self._dir(name.rpartition("/")[0])
-                parent.children[name.rpartition("/")[2]] = name
+                parent_name, _, base = name.rpartition("/")
+                self._dir(parent_name).children[base] = name
             last_reg = None
             if entry.type == "reg":
                 last_reg = node

@@ -57,6 +57,9 @@ class TarMember:
 
 def clean_name(name: str) -> str:
     """Normalise a tar or TOC name the way the Go reader does: rooted, cleaned, no leading '/'."""
+    if (name and name[0] not in "./" and name[-1] != "/" and "//" not in name
+            and "/." not in name):
+        return name  # already clean: the common case, checked without splitting
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
