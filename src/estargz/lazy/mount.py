@@ -163,10 +163,6 @@ def rpull(
     state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
     try:
         layers, blobs = _prepare_layers(store, client, ref, manifest, state, toc_image, say)
-        with store.lease():
-            for desc, raw in documents:
-                store.put_blob(raw, desc.digest)
-            store.set_images({str(ref): top}, require_layers=False)
         spec = MountSpec(
             id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
             mountpoint=target, store_root=str(store.root), registry=ref.registry,
@@ -174,7 +170,16 @@ def rpull(
             user=user, upper=upper, background_fetch=background_fetch, layers=layers,
         )
         spec.save()
-        _start_daemon(spec, blobs)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        spawn(spec, blobs)  # the daemon gets the parsed TOCs; the store is written meanwhile
+        with store.lease():
+            for layer, blob in zip(layers, blobs, strict=True):
+                store.put_meta(layer.digest, "toc.json", blob.toc_json)
+            for desc, raw in documents:
+                store.put_blob(raw, desc.digest)
+            store.set_images({str(ref): top}, require_layers=False)
+        _wait_ready(spec)
     except BaseException:
         _discard(state, None if mountpoint else target)
         raise
@@ -204,7 +209,6 @@ def _prepare_layers(
                 say(f"layer {i} {layer.digest[:19]}: NOT lazy: {reason}; pulling it whole")
                 blob, digest = _pull_whole(client, store, ref, layer)
                 size = store.blob_size(digest)
-            store.put_meta(digest, "toc.json", blob.toc_json)
             blobs.append(blob)
             prefetch = next((e.offset for e in blob.entries
                              if e.type == "reg" and clean_name(e.name) == PREFETCH_LANDMARK), 0)
@@ -238,10 +242,8 @@ def _discard(state: Path, default_target: str | None) -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _start_daemon(spec: MountSpec, blobs: list[UnverifiedBlob], timeout: float = 90.0) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    spawn(spec, blobs)
+def _wait_ready(spec: MountSpec, timeout: float = 90.0) -> None:
+    """Until the daemon reports the mount ready, or fails, or dies."""
     start = time.monotonic()
     while time.monotonic() < start + timeout:
         status = read_json(spec.dir / "status.json") or {}
