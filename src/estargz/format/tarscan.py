@@ -57,6 +57,8 @@ class TarMember:
 
 def clean_name(name: str) -> str:
     """Normalise a tar or TOC name the way the Go reader does: rooted, cleaned, no leading '/'."""
+    if name.startswith("./"):
+        name = name[2:]  # "./etc/passwd", as `tar -C dir .` writes names
     if (name and name[0] not in "./" and name[-1] != "/" and "//" not in name
             and "/." not in name):
         return name  # already clean: the common case, checked without splitting
