@@ -128,3 +128,29 @@ def test_one_layer_image_shows_no_whiteouts(registry: RegistryServer, mounts: Mo
                                    skip=ESTARGZ_ONLY))
     assert sorted(got.nodes) == ["", "etc", "etc/a", "opq", "opq/x"]
     assert got.nodes["opq"].xattrs == ()
+
+
+def test_many_concurrent_readers_get_verified_bytes(images: Images, mounts: Mounts) -> None:
+    """Sixteen threads read overlapping files at random offsets, cold, at the same time."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    mount = mounts.mount("--no-background-fetch", images.get("default"))
+    big = bytes(range(256)) * 40_000
+    files = {"data/big.bin": big, "etc/hello.txt": HELLO}
+
+    def reader(seed: int) -> int:
+        rng = random.Random(seed)
+        checked = 0
+        for _ in range(40):
+            name, want = rng.choice(sorted(files.items()))
+            offset = rng.randrange(len(want))
+            size = rng.randrange(1, 300_000)
+            with open(mount / name, "rb") as f:
+                f.seek(offset)
+                assert f.read(size) == want[offset : offset + size], (name, offset, size)
+            checked += 1
+        return checked
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sum(pool.map(reader, range(16))) == 16 * 40
