@@ -185,6 +185,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             if toc_name and result.toc_image is not None:
                 names[toc_name] = result.toc_image
             store.set_images(names)
+        if options.estargz and result.image.media_type.startswith("application/vnd.docker."):
+            rep.message("warning: the result keeps Docker media types, which officially carry "
+                        "no annotations: some registries drop the TOC digests lazy pulling "
+                        "needs (convert with --oci)")
     print(f"{dst} {result.image.digest}")
     if toc_name:
         print(f"{toc_name} {result.toc_image.digest if result.toc_image else '-'}")
