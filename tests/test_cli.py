@@ -382,3 +382,23 @@ def test_script_version() -> None:
     proc = subprocess.run([script(), "--version"], capture_output=True, text=True, check=True,
                           timeout=60)
     assert proc.stdout.startswith("estargz ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["i", "pull", "BAD::REF"], "InvalidReference: "),
+        (["i", "push", "Upper/case:tag"], "InvalidReference: "),
+        (["i", "rpull", "127.0.0.1:1/a:b", "--platform", "linux"],
+         "InvalidPlatform: "),
+        (["i", "pull", "--platform", "nope", "127.0.0.1:1/a:b"],
+         "InvalidPlatform: "),
+    ],
+)
+def test_bad_image_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                             argv: list[str], prefix: str) -> None:
+    """Malformed references and platforms are one line, before any network or store work."""
+    code, out, err = run(capsys, "--root", str(tmp_path / "store"), *argv)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, prefix)
+    assert not (tmp_path / "store" / "state").exists()

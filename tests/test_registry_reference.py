@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from estargz.reference import split_host
 from estargz.registry import Reference, api_base, is_loopback_host
-from estargz.registry.reference import split_host
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

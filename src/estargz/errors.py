@@ -13,8 +13,10 @@
      ├── UnsafePath             an entry would land outside the extraction directory
      ├── BuildError             options that cannot work together, or a missing prioritized file
      ├── NotFound               no such entry in the blob
+     ├── InvalidReference       not [registry/]repository[:tag][@digest] (also a ValueError)
+     ├── InvalidPlatform        not os/arch[/variant] (also a ValueError)
      ├── StoreError             the local image store cannot do what was asked
-     │    ├── InvalidImageName  not a valid image name (also a ValueError)
+     │    ├── InvalidImageName  an InvalidReference met by the store
      │    ├── ImageNotFound     no image of that name in the store (also a NotFound)
      │    └── BlobNotFound      no blob of that digest in the store (also a NotFound)
      ├── RegistryError          a registry request failed (status, OCI errors[] code/message, URL)
@@ -40,6 +42,8 @@ __all__ = [
     "ImageNotFound",
     "InvalidFooter",
     "InvalidImageName",
+    "InvalidPlatform",
+    "InvalidReference",
     "InvalidTOC",
     "InvalidTar",
     "NotFound",
@@ -104,7 +108,15 @@ class StoreError(EstargzError):
     """The local image store is unusable or refuses an operation."""
 
 
-class InvalidImageName(StoreError, ValueError):
+class InvalidReference(EstargzError, ValueError):
+    """A string that is not ``[registry/]repository[:tag][@digest]``."""
+
+
+class InvalidPlatform(EstargzError, ValueError):
+    """A platform that is not ``os/arch[/variant]``."""
+
+
+class InvalidImageName(StoreError, InvalidReference):
     """A name that is not ``[registry/]repository[:tag][@digest]``."""
 
 

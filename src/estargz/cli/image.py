@@ -62,10 +62,7 @@ def _client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
 
 
 def _platforms(args: argparse.Namespace) -> list[Platform]:
-    try:
-        return [Platform.parse(p) for p in getattr(args, "platform", None) or []]
-    except ValueError as exc:
-        raise BuildError(str(exc)) from None
+    return [Platform.parse(p) for p in getattr(args, "platform", None) or []]
 
 
 def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
@@ -75,11 +72,12 @@ def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
 
 def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) -> Descriptor:
     ref = Reference.parse(ref_text)
+    platforms = _platforms(args)  # arguments are checked before any request
     with _client(args, ref) as client, store.lease():
         rep.message(f"pulling {ref}")
         return pull_image(
             client, store, ref, name=normalize_name(ref_text),
-            platforms=_platforms(args), all_platforms=bool(getattr(args, "all_platforms", False)),
+            platforms=platforms, all_platforms=bool(getattr(args, "all_platforms", False)),
             progress=rep.transfer(),
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from estargz.digest import parse_digest, sha256_digest
-from estargz.errors import FormatError
+from estargz.errors import FormatError, InvalidPlatform
 from estargz.image.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 
 __all__ = [
@@ -66,7 +66,7 @@ class Platform:
         """``os/arch[/variant]`` as in ``--platform linux/arm64/v8``."""
         parts = text.strip().split("/")
         if len(parts) < 2 or not all(parts):
-            raise ValueError(f"platform {text!r} is not os/arch[/variant]")
+            raise InvalidPlatform(f"platform {text!r} is not os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
 
     @classmethod

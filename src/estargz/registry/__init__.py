@@ -14,10 +14,10 @@ from estargz.errors import (
     RegistryNotFound,
     RegistryUnavailable,
 )
+from estargz.reference import Reference, api_base, is_loopback_host
 from estargz.registry.auth import Challenge, RegistryAuth, parse_www_authenticate, scope_for
 from estargz.registry.client import DEFAULT_ACCEPT, RegistryBlob, RegistryClient
 from estargz.registry.credentials import Credentials, credentials_for, docker_config_path
-from estargz.registry.reference import Reference, api_base, is_loopback_host
 from estargz.registry.retry import RetryPolicy
 from estargz.registry.upload import BlobData, PushResult
 

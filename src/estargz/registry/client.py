@@ -25,10 +25,10 @@ from estargz.image.mediatypes import (
     OCI_MANIFEST,
 )
 from estargz.image.model import Descriptor
+from estargz.reference import api_base
 from estargz.registry import blobs, upload
 from estargz.registry.auth import RegistryAuth
 from estargz.registry.credentials import Credentials, credentials_for
-from estargz.registry.reference import api_base
 from estargz.registry.retry import RetryPolicy
 from estargz.registry.session import Session, display_url
 from estargz.registry.upload import BlobData, PushResult

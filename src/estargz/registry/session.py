@@ -21,8 +21,8 @@ from estargz.errors import (
     RegistryNotFound,
     RegistryUnavailable,
 )
+from estargz.reference import validate_repository
 from estargz.registry.auth import RegistryAuth
-from estargz.registry.reference import validate_repository
 from estargz.registry.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 
 __all__ = ["Session", "display_url", "error_from_response"]

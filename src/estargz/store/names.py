@@ -7,23 +7,12 @@ Hub repository gets ``library/``, and a name with neither tag nor digest gets ``
 
 from __future__ import annotations
 
-import re
-
-from estargz.errors import InvalidImageName
+from estargz.errors import InvalidImageName, InvalidReference
+from estargz.reference import DOCKER_HUB, Reference
 
 __all__ = ["DEFAULT_REGISTRY", "familiar_name", "normalize_name", "split_name"]
 
-DEFAULT_REGISTRY = "docker.io"
-_LEGACY_REGISTRIES = frozenset({"index.docker.io", "registry-1.docker.io"})
-
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_DOMAIN = re.compile(
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
-_MAX_NAME = 255
+DEFAULT_REGISTRY = DOCKER_HUB
 
 
 def split_name(name: str) -> tuple[str, str, str]:
@@ -39,38 +28,11 @@ def split_name(name: str) -> tuple[str, str, str]:
 
 def normalize_name(name: str) -> str:
     """The fully qualified form of ``name``; raises :class:`InvalidImageName` if it has none."""
-    rest, at, digest = name.partition("@")
-    if at and not _DIGEST.fullmatch(digest):
-        raise InvalidImageName(f"image name {name!r}: {digest!r} is not a valid digest")
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    tag = ""
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.fullmatch(tag):
-            raise InvalidImageName(f"image name {name!r}: {tag!r} is not a valid tag")
-    first, sep, remainder = rest.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, remainder
-        if not _DOMAIN.fullmatch(domain):
-            raise InvalidImageName(f"image name {name!r}: {domain!r} is not a valid registry")
-    else:
-        domain, path = DEFAULT_REGISTRY, rest
-    if domain in _LEGACY_REGISTRIES:
-        domain = DEFAULT_REGISTRY
-    if domain == DEFAULT_REGISTRY and "/" not in path:
-        path = "library/" + path
-    if not path or not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
-        raise InvalidImageName(
-            f"image name {name!r}: repository {path!r} must be lowercase letters, digits and "
-            "separators (. _ __ -)"
-        )
-    repository = f"{domain}/{path}"
-    if len(repository) > _MAX_NAME:
-        raise InvalidImageName(f"image name {name!r}: longer than {_MAX_NAME} characters")
-    if not tag and not digest:
-        tag = "latest"
-    return repository + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+    try:
+        return str(Reference.parse(name))
+    except InvalidReference as exc:
+        reason = str(exc).removeprefix(f"invalid image reference {name!r}: ")
+        raise InvalidImageName(f"image name {name!r}: {reason}") from None
 
 
 def familiar_name(name: str) -> str:

@@ -1,5 +1,8 @@
 """Image references (``[host[:port]/]repository[:tag][@digest]``) and registry base URLs.
 
+The one parser of image names: the store keys its images by ``str(Reference.parse(name))``
+and the registry client talks to what the same parse yields.
+
 Pure string work, no I/O, so every rule (Docker Hub's ``library/`` prefix, loopback hosts that
 talk plain HTTP) is tested without a registry. Normalisation follows the Docker/containerd
 grammar: the first component is a host only if it contains ``.`` or ``:`` or is ``localhost``.
@@ -12,6 +15,7 @@ import re
 from dataclasses import dataclass, replace
 
 from estargz.digest import parse_digest
+from estargz.errors import InvalidReference
 
 __all__ = [
     "DOCKER_HUB",
@@ -132,8 +136,18 @@ class Reference:
         """Parse ``alpine``, ``127.0.0.1:5000/a/b:t``, ``x/y@sha256:...``, ``h/r:t@sha256:...``.
 
         Docker Hub names get ``docker.io`` and single-component ones ``library/``; a reference
-        with neither tag nor digest gets ``default_tag``.
+        with neither tag nor digest gets ``default_tag``. Raises :class:`InvalidReference`
+        (a ValueError) saying what is wrong.
         """
+        try:
+            return cls._parse(text, default_tag)
+        except InvalidReference:
+            raise
+        except ValueError as exc:
+            raise InvalidReference(str(exc)) from None
+
+    @classmethod
+    def _parse(cls, text: str, default_tag: str) -> Reference:
         if not text or text != text.strip():
             raise ValueError(f"invalid image reference {text!r}: empty or has surrounding spaces")
         rest, at, digest = text.partition("@")
