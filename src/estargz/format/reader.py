@@ -65,6 +65,10 @@ class ChunkCache(Protocol):
 
     def put(self, key: str, data: bytes) -> None: ...
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``get`` would likely find it: a cheap check, no read, no digest."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -226,6 +230,10 @@ class _LRU:
         self._size = 0
         self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
 
     def get(self, key: tuple[int, int]) -> bytes | None:
         with self._lock:
@@ -497,7 +505,11 @@ class BlobReader:
         return data
 
     def is_cached(self, name: str, chunk: Chunk) -> bool:
-        return self._cached(name, chunk) is not None
+        """Whether the chunk would be served without a fetch (presence only: a damaged cache
+        entry is still caught, and refetched, when the chunk is read)."""
+        if (chunk.offset, chunk.inner_offset) in self._cache:
+            return True
+        return self._chunk_cache is not None and chunk.key in self._chunk_cache
 
     def all_chunks(self) -> list[tuple[str, Chunk]]:
         """Every chunk of every file, in blob order (hardlinks counted once)."""
