@@ -8,7 +8,7 @@ a body that breaks off instead of starting again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 import httpx
@@ -37,6 +37,16 @@ def _give_up(url: httpx.URL, what: str, exc: Exception | None, attempts: int) ->
         f"GET {display_url(url)}: {what}{cause} (after {attempts} attempts)", method="GET",
         url=str(url),
     )
+
+
+def _after(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:
+    """The body from byte ``skip`` on: for servers that answer a Range with the whole blob."""
+    for chunk in chunks:
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        yield chunk[skip:] if skip else chunk
+        skip = 0
 
 
 def fetch_blob(
@@ -78,12 +88,7 @@ def fetch_blob(
                             f"Content-Range {response.headers.get('Content-Range')!r}",
                             method="GET", url=str(url), status=response.status_code,
                         )
-                for chunk in response.iter_raw():
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk, skip = chunk[skip:], 0
+                for chunk in _after(response.iter_raw(), skip):
                     if limit is not None and hasher.size + len(chunk) > limit:
                         raise DigestMismatch(
                             f"blob {digest}: more than the expected {limit} bytes"
@@ -139,12 +144,7 @@ def read_range(session: Session, repo: str, digest: str, offset: int, length: in
                         )
                     skip = 0
                     at_end = got.total is not None and got.end + 1 >= got.total
-                for chunk in response.iter_raw():
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk, skip = chunk[skip:], 0
+                for chunk in _after(response.iter_raw(), skip):
                     out += chunk[: length - len(out)]
                     if len(out) >= length:
                         break
