@@ -27,7 +27,6 @@ from estargz.errors import (
 )
 from estargz.format import (
     BlobReader,
-    BuildOptions,
     BuildResult,
     build,
     build_toc_blob,
@@ -36,33 +35,9 @@ from estargz.format import (
     open_blob,
     parse_footer,
 )
+from tarbuild import convert, make_tar, member
 
-MTIME = 1_700_000_000
 RANDOM = random.Random(7).randbytes(20_000)  # incompressible: deflate stores it as it is
-Item = tuple[tarfile.TarInfo, bytes]
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object) -> Item:
-    info = tarfile.TarInfo(name)
-    info.type, info.size, info.mtime = kind, len(data), MTIME
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
-
-
-def make_tar(*items: Item) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in items:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-def convert(tar: bytes, **options: Any) -> tuple[bytes, BuildResult]:
-    out = io.BytesIO()
-    result = build(io.BytesIO(tar), out, BuildOptions(**options))
-    return out.getvalue(), result
 
 
 LAYER = make_tar(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from estargz.format import BlobReader, BuildOptions, build, extract, open_blob
+from tarbuild import make_tar
 
 M_DIR, M_FILE, M_LINK = 1_600_000_000, 1_650_000_000, 1_550_000_000
 BIG = hashlib.sha256(b"big").digest() * 1000  # 32000 bytes: several chunks below
@@ -25,14 +26,6 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: in
     for key, value in attrs.items():
         setattr(info, key, value)
     return info, data
-
-
-def make_tar(*items: Item) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in items:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
 
 
 LAYER = make_tar(

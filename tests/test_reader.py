@@ -21,27 +21,9 @@ from estargz.format import (
     build,
     open_blob,
 )
+from tarbuild import make_tar, member
 
-MTIME = 1_700_000_000
 BLOB_DATA = bytes(range(50))  # 50 bytes: with chunk size 7, 8 chunks, the last of 1 byte
-Item = tuple[tarfile.TarInfo, bytes]
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object) -> Item:
-    info = tarfile.TarInfo(name)
-    info.type, info.size, info.mtime = kind, len(data), MTIME
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
-
-
-def make_tar(*items: Item) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in items:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
 
 
 LAYER = make_tar(

@@ -26,9 +26,7 @@ from estargz.format import (
     parse_toc_blob,
 )
 from estargz.format.compression import available_engines
-
-MTIME = 1_700_000_000
-Item = tuple[tarfile.TarInfo, bytes]
+from tarbuild import MTIME, Item, convert, make_tar
 
 
 def reg(name: str, data: bytes = b"", mode: int = 0o644, **attrs: object) -> Item:
@@ -49,20 +47,6 @@ def link(name: str, target: str, kind: bytes = tarfile.LNKTYPE) -> Item:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mtime = kind, target, MTIME
     return info, b""
-
-
-def make_tar(*items: Item) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in items:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-def convert(src: bytes, **options: object) -> tuple[bytes, BuildResult]:
-    out = io.BytesIO()
-    result = build(io.BytesIO(src), out, BuildOptions(**options))  # type: ignore[arg-type]
-    return out.getvalue(), result
 
 
 def tar_files(tar: bytes) -> dict[str, tuple[str, bytes | str]]:
