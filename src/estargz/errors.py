@@ -6,6 +6,7 @@
      ├── FormatError            the bytes are not what the format says they must be
      │    ├── InvalidFooter     no eStargz / external / legacy footer at the end of the blob
      │    ├── InvalidTOC        the TOC is missing, not JSON, or describes an impossible blob
+     │    │    └── ExternalTOCRequired  the TOC lives outside the blob and was not given
      │    └── InvalidTar        the input tar cannot be converted
      ├── VerificationError      the bytes are well-formed but not the ones promised
      │    ├── TOCDigestMismatch
@@ -38,6 +39,7 @@ __all__ = [
     "ChunkDigestMismatch",
     "CredentialsError",
     "EstargzError",
+    "ExternalTOCRequired",
     "FormatError",
     "ImageNotFound",
     "InvalidFooter",
@@ -71,6 +73,10 @@ class InvalidFooter(FormatError):
 
 class InvalidTOC(FormatError):
     """The TOC cannot be found, parsed, or trusted to describe this blob."""
+
+
+class ExternalTOCRequired(InvalidTOC):
+    """The blob ends with the external-TOC footer and no TOC blob was given to open it."""
 
 
 class InvalidTar(FormatError):

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from estargz.cli.output import emit_json
-from estargz.errors import BuildError, EstargzError, ImageNotFound, RegistryError
+from estargz.errors import BuildError, ExternalTOCRequired, ImageNotFound, RegistryError
 from estargz.format import BlobSource, open_blob
 from estargz.image.convert import ConvertOptions, convert_image, read_record_in
 from estargz.image.inspect import LayerInspection, inspect_layer
@@ -385,7 +385,7 @@ def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
         source = view.blob(layer)
         try:
             blob = open_blob(source)
-        except EstargzError:  # maybe an external TOC: retry with the TOC image
+        except ExternalTOCRequired:
             toc = view.toc_blob(layer.digest)
             if toc is None:
                 raise

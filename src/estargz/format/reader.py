@@ -21,6 +21,7 @@ from typing import Protocol
 
 from estargz.errors import (
     ChunkDigestMismatch,
+    ExternalTOCRequired,
     FormatError,
     InvalidTOC,
     NotFound,
@@ -171,6 +172,14 @@ class UnverifiedBlob:
         self.entries = decode_toc(toc_json)
         self.data_end = data_end
 
+    @property
+    def prefetch_size(self) -> int:
+        """Bytes ``[0, n)`` a lazy reader fetches first: where ``.prefetch.landmark`` starts."""
+        for e in self.entries:
+            if e.type == "reg" and clean_name(e.name) == PREFETCH_LANDMARK:
+                return e.offset
+        return 0
+
     def verify_toc(
         self, expected_digest: str, *, chunk_cache: ChunkCache | None = None
     ) -> BlobReader:
@@ -203,7 +212,7 @@ def open_blob(
     data_end = size - footer.size
     if footer.toc_offset is None:
         if external_toc is None:
-            raise InvalidTOC(
+            raise ExternalTOCRequired(
                 "this blob keeps its TOC outside (external TOC footer): pass the TOC blob"
             )
         return UnverifiedBlob(source, footer, parse_toc_blob(external_toc), data_end)
@@ -276,7 +285,7 @@ class BlobReader:
         self._members: list[int] = []
         self._cache = _LRU(cache_bytes)
         self._chunk_cache = chunk_cache
-        self.prefetch_size = 0
+        self.prefetch_size = blob.prefetch_size
         self._index()
 
     # --- index ---------------------------------------------------------------------------
@@ -326,8 +335,6 @@ class BlobReader:
                 last_reg = node
                 if entry.size > 0:
                     data_entries.append((node, entry))
-                if name == PREFETCH_LANDMARK:
-                    self.prefetch_size = entry.offset
         for name in self._order:
             node = self._nodes[name]
             if node.entry.type == "hardlink":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from estargz.errors import EstargzError
+from estargz.errors import EstargzError, ExternalTOCRequired
 from estargz.format import BlobSource, open_blob
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES
@@ -61,13 +61,12 @@ def inspect_layer(
         return info
     try:
         blob = open_blob(source, external_toc=toc_blob)
+    except ExternalTOCRequired:
+        info.footer = "external"
+        info.reason = "external TOC, and no TOC image with this layer was found"
+        return info
     except EstargzError as exc:
-        text = str(exc)
-        if "external TOC footer" in text:
-            info.footer = "external"
-            info.reason = "external TOC, and no TOC image with this layer was found"
-        else:
-            info.reason = f"not eStargz: {text}"
+        info.reason = f"not eStargz: {exc}"
         return info
     info.footer = blob.footer.kind
     info.toc_digest = blob.toc_digest

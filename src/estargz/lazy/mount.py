@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from estargz.errors import EstargzError, RegistryError
+from estargz.errors import EstargzError, ExternalTOCRequired, RegistryError
 from estargz.format import BuildOptions, build, open_blob
 from estargz.format.reader import UnverifiedBlob
-from estargz.format.tarscan import clean_name
-from estargz.format.types import PREFETCH_LANDMARK, TOC_JSON_DIGEST_ANNOTATION
+from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
 from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
@@ -107,16 +106,16 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
     source = ResilientSource(client.blob(ref.repository, layer.digest, layer.size), timeout=30)
     try:
         blob = open_blob(source)
-    except EstargzError as exc:
-        if "external TOC" not in str(exc):
-            return None, f"not eStargz: {exc}"
+    except ExternalTOCRequired:
         toc, why = _external_toc(client, ref, toc_ref, layer.digest)
         if toc is None:
             return None, why
         try:
             blob = open_blob(source, external_toc=toc)
-        except EstargzError as exc2:
-            return None, f"external TOC unusable: {exc2}"
+        except EstargzError as exc:
+            return None, f"external TOC unusable: {exc}"
+    except EstargzError as exc:
+        return None, f"not eStargz: {exc}"
     if blob.toc_digest != want:
         return None, f"TOC digest {blob.toc_digest} does not match the annotation {want}"
     return blob, ""
@@ -210,8 +209,7 @@ def _prepare_layers(
                 blob, digest = _pull_whole(client, store, ref, layer)
                 size = store.blob_size(digest)
             blobs.append(blob)
-            prefetch = next((e.offset for e in blob.entries
-                             if e.type == "reg" and clean_name(e.name) == PREFETCH_LANDMARK), 0)
+            prefetch = blob.prefetch_size
             layers.append(LayerSpec(
                 digest=digest, size=size, toc_digest=blob.toc_digest,
                 footer_kind=blob.footer.kind, footer_size=blob.footer.size,
