@@ -10,7 +10,6 @@ import io
 import os
 import shutil
 import tempfile
-import threading
 from typing import BinaryIO, Protocol, runtime_checkable
 
 __all__ = [
@@ -56,22 +55,21 @@ class FileSource:
     """A local file, read with ``pread`` so that threads can share one descriptor."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self._size = os.fstat(self._fd).st_size
-        self._lock = threading.Lock()
-        self.path = os.fspath(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._adopt(fd, os.fspath(path), 0)
 
     @classmethod
     def from_fd(cls, fd: int, base: int = 0) -> FileSource:
+        """A source over an open file (its own duplicate descriptor), starting at ``base``."""
         self = cls.__new__(cls)
-        self._fd = os.dup(fd)
-        self._size = os.fstat(self._fd).st_size - base
-        self._lock = threading.Lock()
-        self.path = f"<fd {fd}>"
-        self._base = base
+        self._adopt(os.dup(fd), f"<fd {fd}>", base)
         return self
 
-    _base = 0
+    def _adopt(self, fd: int, path: str, base: int) -> None:
+        self._fd = fd
+        self._base = base
+        self._size = os.fstat(fd).st_size - base
+        self.path = path
 
     @property
     def size(self) -> int:

@@ -58,8 +58,6 @@ class LayerServer:
         fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
         self.ops = LayerOperations(fs, self.label)
         self.chunks = self.reader.all_chunks()
-        self.prefetched = 0
-        self.done = threading.Event()
 
     def _source(self) -> BlobSource:
         if self.layer.local:
@@ -90,10 +88,8 @@ class LayerServer:
             if self.spec.background_fetch and not self.layer.local:
                 time.sleep(_BACKGROUND_DELAY)  # the workload's first reads go first
                 self._background()
-        except Exception as exc:
+        except Exception as exc:  # an optimisation only: reads still fetch what they need
             log.warning("%s: prefetch stopped: %s", self.label, exc)
-        finally:
-            self.done.set()
 
     def _background(self) -> None:
         group: list[tuple[str, Chunk]] = []
