@@ -6,7 +6,6 @@
      ├── FormatError            the bytes are not what the format says they must be
      │    ├── InvalidFooter     no eStargz / external / legacy footer at the end of the blob
      │    ├── InvalidTOC        the TOC is missing, not JSON, or describes an impossible blob
-     │    │    └── ExternalTOCRequired  the TOC lives outside the blob and was not given
      │    └── InvalidTar        the input tar cannot be converted
      ├── VerificationError      the bytes are well-formed but not the ones promised
      │    ├── TOCDigestMismatch
@@ -39,7 +38,6 @@ __all__ = [
     "ChunkDigestMismatch",
     "CredentialsError",
     "EstargzError",
-    "ExternalTOCRequired",
     "FormatError",
     "ImageNotFound",
     "InvalidFooter",
@@ -72,11 +70,15 @@ class InvalidFooter(FormatError):
 
 
 class InvalidTOC(FormatError):
-    """The TOC cannot be found, parsed, or trusted to describe this blob."""
+    """The TOC cannot be found, parsed, or trusted to describe this blob.
 
+    ``needs_external_toc`` is set when the blob ends with the external-TOC footer and no TOC
+    blob was given: the caller can look for one (the TOC image) and try again.
+    """
 
-class ExternalTOCRequired(InvalidTOC):
-    """The blob ends with the external-TOC footer and no TOC blob was given to open it."""
+    def __init__(self, message: str, *, needs_external_toc: bool = False) -> None:
+        super().__init__(message)
+        self.needs_external_toc = needs_external_toc
 
 
 class InvalidTar(FormatError):

@@ -8,7 +8,6 @@ convert source that is not in the store is pulled first, so registry-to-registry
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,15 +15,16 @@ from typing import Any
 
 import orjson
 
+from estargz.cli.common import add_registry_flags, open_store, registry_client
 from estargz.cli.output import emit_json
-from estargz.errors import BuildError, ExternalTOCRequired, ImageNotFound, RegistryError
+from estargz.errors import BuildError, ImageNotFound, InvalidTOC, RegistryError
 from estargz.format import BlobSource, open_blob
 from estargz.image.convert import ConvertOptions, convert_image, read_record_in
 from estargz.image.inspect import LayerInspection, inspect_layer
 from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.image.transfer import pull_image, push_image
-from estargz.registry import Credentials, Reference, RegistryClient
+from estargz.registry import Reference, RegistryClient
 from estargz.store import (
     ImageStore,
     export_docker_archive,
@@ -42,25 +42,6 @@ _SOURCE_META = "converted-from"
 # --- shared plumbing ------------------------------------------------------------------------
 
 
-def _store(args: argparse.Namespace) -> ImageStore:
-    root = getattr(args, "root", None) or os.environ.get("ESTARGZ_ROOT")
-    return ImageStore(root or ImageStore.default_root())
-
-
-def _client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
-    credentials: Credentials | tuple[str, str] | None = None
-    user = getattr(args, "user", None)
-    if user:
-        name, _, password = user.partition(":")
-        credentials = (name, password)
-    return RegistryClient(
-        ref.registry,
-        plain_http=True if getattr(args, "plain_http", False) else None,
-        insecure_skip_verify=bool(getattr(args, "skip_verify", False)),
-        credentials=credentials,
-    )
-
-
 def _platforms(args: argparse.Namespace) -> list[Platform]:
     return [Platform.parse(p) for p in getattr(args, "platform", None) or []]
 
@@ -73,22 +54,13 @@ def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
 def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) -> Descriptor:
     ref = Reference.parse(ref_text)
     platforms = _platforms(args)  # arguments are checked before any request
-    with _client(args, ref) as client, store.lease():
+    with registry_client(args, ref) as client, store.lease():
         rep.message(f"pulling {ref}")
         return pull_image(
             client, store, ref, name=normalize_name(ref_text),
             platforms=platforms, all_platforms=bool(getattr(args, "all_platforms", False)),
             progress=rep.transfer(),
         )
-
-
-def _registry_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plain-http", action="store_true",
-                   help="talk HTTP instead of HTTPS (automatic for 127.0.0.1 and localhost)")
-    p.add_argument("--skip-verify", "-k", "--insecure-skip-verify", dest="skip_verify",
-                   action="store_true", help="do not verify the registry's TLS certificate")
-    p.add_argument("--user", "-u", metavar="USER[:PASSWORD]",
-                   help="registry credentials (default: ~/.docker/config.json)")
 
 
 def _platform_flags(p: argparse.ArgumentParser) -> None:
@@ -109,7 +81,7 @@ def reporter(args: argparse.Namespace) -> Any:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     with reporter(args) as rep:
         top = _pull(args, store, args.ref, rep)
     print(f"{normalize_name(args.ref)} {top.digest}")
@@ -117,10 +89,10 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     remote = Reference.parse(args.remote)
     _, top = _lookup(store, args.local or args.remote)
-    with reporter(args) as rep, _client(args, remote) as client:
+    with reporter(args) as rep, registry_client(args, remote) as client:
         rep.message(f"pushing {remote}")
         digest = push_image(client, store, top, remote, progress=rep.transfer())
     print(f"{remote} {digest}")
@@ -163,7 +135,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     except ValueError:
         raise BuildError(f"{dst} is pinned by digest, but --estargz-external-toc names the TOC "
                          f"image after the tag of DST (DST-esgztoc): give DST a tag") from None
-    store = _store(args)
+    store = open_store(args)
     with reporter(args) as rep:
         try:
             src_key, source = _lookup(store, args.src)
@@ -209,7 +181,7 @@ def _platforms_of(store: ImageStore, desc: Descriptor) -> str:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     records = store.list_images()
     if args.quiet:
         for r in records:
@@ -236,7 +208,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     for name in args.names:
         key, _ = _lookup(store, name)
         store.remove_image(key)
@@ -249,7 +221,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_tag(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     src, _ = _lookup(store, args.src)
     store.tag(src, normalize_name(args.dst))
     print(normalize_name(args.dst))
@@ -257,7 +229,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     path = Path(args.path)
     names = [normalize_name(n) for n in args.name] if args.name else None
     if path.is_dir():
@@ -270,7 +242,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     names = [_lookup(store, n)[0] for n in args.names]
     out = Path(args.out)
     parent = out.parent
@@ -292,7 +264,7 @@ class _ImageView:
 
     def __init__(self, args: argparse.Namespace, name: str) -> None:
         self.args = args
-        self.store = _store(args)
+        self.store = open_store(args)
         self.name = normalize_name(name)
         self.ref = Reference.parse(self.name)
         self._client: RegistryClient | None = None
@@ -309,7 +281,7 @@ class _ImageView:
     @property
     def client(self) -> RegistryClient:
         if self._client is None:
-            self._client = _client(self.args, self.ref)
+            self._client = registry_client(self.args, self.ref)
         return self._client
 
     def close(self) -> None:
@@ -385,7 +357,9 @@ def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
         source = view.blob(layer)
         try:
             blob = open_blob(source)
-        except ExternalTOCRequired:
+        except InvalidTOC as exc:
+            if not exc.needs_external_toc:
+                raise
             toc = view.toc_blob(layer.digest)
             if toc is None:
                 raise
@@ -455,19 +429,19 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         return p
 
     p = command("pull", "fetch an image from a registry into the store")
-    _registry_flags(p)
+    add_registry_flags(p)
     _platform_flags(p)
     p.add_argument("ref", metavar="REF")
     p.set_defaults(func=_cmd_pull)
 
     p = command("push", "push an image from the store to a registry")
-    _registry_flags(p)
+    add_registry_flags(p)
     p.add_argument("remote", metavar="REF")
     p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
     p.set_defaults(func=_cmd_push)
 
     p = command("convert", "convert an image (to eStargz with --estargz)")
-    _registry_flags(p)
+    add_registry_flags(p)
     _platform_flags(p)
     p.add_argument("--oci", action="store_true", help="convert Docker media types to OCI")
     p.add_argument("--estargz", action="store_true", help="convert layers to eStargz")
@@ -513,7 +487,7 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=_cmd_export)
 
     p = command("get-toc-digest", "print the TOC digest of a layer")
-    _registry_flags(p)
+    add_registry_flags(p)
     p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
     p.add_argument("ref", metavar="REF")
     p.add_argument("layer", metavar="LAYER_DIGEST")
@@ -521,10 +495,10 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     from estargz.cli.lazy import add_lazy_commands
 
-    add_lazy_commands(cmds, _registry_flags)
+    add_lazy_commands(cmds)
 
     p = command("inspect", "per layer: eStargz or not and why, TOC, prefetch, overhead")
-    _registry_flags(p)
+    add_registry_flags(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("ref", metavar="REF")
     p.set_defaults(func=_cmd_inspect)

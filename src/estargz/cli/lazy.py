@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from estargz.cli.common import add_registry_flags, open_store, registry_client
 from estargz.cli.output import emit_json
 from estargz.image.model import Platform
 from estargz.lazy.mount import list_mounts, rpull, umount
@@ -15,12 +16,10 @@ __all__ = ["add_lazy_commands"]
 
 
 def _cmd_rpull(args: argparse.Namespace) -> int:
-    from estargz.cli.image import _client, _store
-
-    store = _store(args)
+    store = open_store(args)
     ref = Reference.parse(args.ref)
     platform = Platform.parse(args.platform) if args.platform else None
-    with _client(args, ref) as client:
+    with registry_client(args, ref) as client:
         spec = rpull(
             store, client, ref, mountpoint=args.mount, toc_image=args.toc_image,
             platform=platform, upper=args.upper, background_fetch=not args.no_background_fetch,
@@ -35,17 +34,13 @@ def _cmd_rpull(args: argparse.Namespace) -> int:
 
 
 def _cmd_umount(args: argparse.Namespace) -> int:
-    from estargz.cli.image import _store
-
-    spec = umount(_store(args), args.dir)
+    spec = umount(open_store(args), args.dir)
     print(spec.mountpoint)
     return 0
 
 
 def _cmd_mounts(args: argparse.Namespace) -> int:
-    from estargz.cli.image import _store
-
-    infos = list_mounts(_store(args))
+    infos = list_mounts(open_store(args))
     rows: list[dict[str, Any]] = []
     for info in infos:
         layers = []
@@ -80,11 +75,10 @@ def _cmd_mounts(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
-                      registry_flags: Any) -> None:
+def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("rpull", help="mount an image lazily (fetch only what is read)")
     p.add_argument("--quiet", "-q", action="store_true")
-    registry_flags(p)
+    add_registry_flags(p)
     p.add_argument("--mount", metavar="DIR", help="where the root filesystem appears")
     p.add_argument("--toc-image", metavar="REF",
                    help="TOC image of an external-TOC image (default: REF-esgztoc)")

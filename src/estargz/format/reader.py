@@ -21,7 +21,6 @@ from typing import Protocol
 
 from estargz.errors import (
     ChunkDigestMismatch,
-    ExternalTOCRequired,
     FormatError,
     InvalidTOC,
     NotFound,
@@ -212,8 +211,9 @@ def open_blob(
     data_end = size - footer.size
     if footer.toc_offset is None:
         if external_toc is None:
-            raise ExternalTOCRequired(
-                "this blob keeps its TOC outside (external TOC footer): pass the TOC blob"
+            raise InvalidTOC(
+                "this blob keeps its TOC outside (external TOC footer): pass the TOC blob",
+                needs_external_toc=True,
             )
         return UnverifiedBlob(source, footer, parse_toc_blob(external_toc), data_end)
     if external_toc is not None:

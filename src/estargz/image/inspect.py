@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from estargz.errors import EstargzError, ExternalTOCRequired
+from estargz.errors import EstargzError, InvalidTOC
 from estargz.format import BlobSource, open_blob
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES
@@ -61,11 +61,11 @@ def inspect_layer(
         return info
     try:
         blob = open_blob(source, external_toc=toc_blob)
-    except ExternalTOCRequired:
-        info.footer = "external"
-        info.reason = "external TOC, and no TOC image with this layer was found"
-        return info
     except EstargzError as exc:
+        if isinstance(exc, InvalidTOC) and exc.needs_external_toc:
+            info.footer = "external"
+            info.reason = "external TOC, and no TOC image with this layer was found"
+            return info
         info.reason = f"not eStargz: {exc}"
         return info
     info.footer = blob.footer.kind

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from estargz.errors import EstargzError, ExternalTOCRequired, RegistryError
+from estargz.errors import EstargzError, InvalidTOC, RegistryError
 from estargz.format import BuildOptions, build, open_blob
 from estargz.format.reader import UnverifiedBlob
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
@@ -106,7 +106,9 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
     source = ResilientSource(client.blob(ref.repository, layer.digest, layer.size), timeout=30)
     try:
         blob = open_blob(source)
-    except ExternalTOCRequired:
+    except InvalidTOC as exc:
+        if not exc.needs_external_toc:
+            return None, f"not eStargz: {exc}"
         toc, why = _external_toc(client, ref, toc_ref, layer.digest)
         if toc is None:
             return None, why

@@ -22,7 +22,7 @@ from estargz.lazy.fuse import LayerOperations, serve
 from estargz.lazy.layerfs import LayerFS
 from estargz.lazy.remote import FetchStats, ResilientSource
 from estargz.lazy.spec import LayerSpec, MountSpec, write_json
-from estargz.registry import RegistryClient
+from estargz.registry import Credentials, RegistryClient
 from estargz.store import ImageStore
 
 __all__ = ["LayerServer", "main"]
@@ -62,10 +62,7 @@ class LayerServer:
     def _source(self) -> BlobSource:
         if self.layer.local:
             return self.store.blob_source(self.layer.digest)
-        credentials = None
-        if self.spec.user:
-            name, _, password = self.spec.user.partition(":")
-            credentials = (name, password)
+        credentials = Credentials.from_user(self.spec.user) if self.spec.user else None
         client = RegistryClient(self.spec.registry, plain_http=self.spec.plain_http or None,
                                 insecure_skip_verify=self.spec.skip_verify,
                                 credentials=credentials)

@@ -48,6 +48,12 @@ class Credentials:
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
 
+    @classmethod
+    def from_user(cls, user: str) -> Credentials:
+        """``USER[:PASSWORD]`` as given to ``--user``."""
+        name, _, password = user.partition(":")
+        return cls(username=name, password=password)
+
     @property
     def anonymous(self) -> bool:
         return not (self.username or self.password or self.identity_token or self.registry_token)
