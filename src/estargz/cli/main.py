@@ -1,21 +1,30 @@
-"""Entry point: parse arguments, run one command, turn known errors into one clear line."""
+"""Entry point: parse arguments, run one command, turn known errors into one clear line.
+
+Commands that a resident service can answer (``estargz service start``) are handed to it first
+by :mod:`estargz.cli.client`, before anything heavy is imported: that is what keeps ``i rpull``
+as quick as a compiled tool. Everything else is imported only once it is needed.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-import traceback
+from typing import TYPE_CHECKING
 
-from estargz import __version__
-from estargz.cli.demo import add_demo_command
-from estargz.cli.image import add_image_commands
-from estargz.cli.layer import add_layer_commands
-from estargz.errors import EstargzError
+if TYPE_CHECKING:
+    import argparse
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from estargz import __version__
+    from estargz.cli.demo import add_demo_command
+    from estargz.cli.image import add_image_commands
+    from estargz.cli.layer import add_layer_commands
+    from estargz.cli.service import add_service_command
+
     parser = argparse.ArgumentParser(
         prog="estargz",
         description="Convert container image layers to eStargz, verify and read them.",
@@ -28,13 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_layer_commands(sub)
     add_image_commands(sub)
+    add_service_command(sub)
     add_demo_command(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command in this process (``parser``: one built earlier, to save the time)."""
+    import traceback
+
+    from estargz.errors import EstargzError
+
+    args = (parser or build_parser()).parse_args(argv)
     try:
         code: int = args.func(args)
         return code
@@ -47,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("estargz: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Hand the command to the store's service if one runs and takes it, else run it here."""
+    from estargz.cli.client import forward
+
+    args = sys.argv[1:] if argv is None else argv
+    code = forward(args)
+    return run(args) if code is None else code
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 It outlives the CLI that started it. It starts one layer server per layer, waits until every
 layer is mounted, stacks them with a kernel overlayfs at the image's mountpoint, and reports
-``ready`` in ``status.json``. On SIGTERM it unmounts the overlay, stops the layer servers (each
-unmounts its FUSE filesystem) and reports ``stopped``.
+``ready`` in ``status.json`` (and on a pipe to ``rpull``, which waits on it). On SIGTERM it
+unmounts the overlay, stops the layer servers (each unmounts its FUSE filesystem) and reports
+``stopped``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 from estargz.format.reader import UnverifiedBlob
 from estargz.lazy.spec import MountSpec, write_json
 
-__all__ = ["main", "is_mounted"]
+__all__ = ["Daemon", "detach", "is_mounted", "main", "spawn"]
 
 log = logging.getLogger("estargz.lazy")
 _MOUNT_TIMEOUT = 60.0
@@ -108,16 +110,26 @@ class _Child:
             time.sleep(0.02)
 
 
-def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None) -> int:
-    """Body of a forked layer server: never returns into the daemon's code."""
+def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None,
+                 mounted_fd: int) -> int:
+    """Body of a forked layer server: never returns into the daemon's code.
+
+    It writes its index to ``mounted_fd`` once the kernel has initialised its FUSE session.
+    """
     from estargz.lazy.server import LayerServer
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def mounted() -> None:
+        with contextlib.suppress(OSError):
+            os.write(mounted_fd, f"{index}\n".encode())
+            os.close(mounted_fd)
+
     try:
         server = LayerServer(spec, index, blob)
         log.info("%s: serving at %s", server.label, server.layer.mountpoint)
-        server.run()
+        server.run(on_mounted=mounted)
         return 0
     except BaseException as exc:
         log.error("layer %d: %s", index, exc)
@@ -125,32 +137,67 @@ def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None) -> in
 
 
 class Daemon:
-    def __init__(self, spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> None:
+    """``ready_fd``: where to say ``ready`` or ``failed: why`` once, for the waiting rpull."""
+
+    def __init__(self, spec: MountSpec, blobs: list[UnverifiedBlob] | None = None,
+                 ready_fd: int | None = None) -> None:
         self.spec = spec
         self.blobs = blobs
+        self.ready_fd = ready_fd
         self.servers: list[_Child] = []
         self.stopping = False
 
+    def _close_ready(self) -> None:
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def _tell(self, message: str) -> None:
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.ready_fd, message.encode() + b"\n")
+            self._close_ready()
+
     def start_servers(self) -> None:
-        """Fork one server per layer (before this process starts any thread)."""
-        for i, layer in enumerate(self.spec.layers):
-            Path(layer.mountpoint).mkdir(parents=True, exist_ok=True)
-            pid = os.fork()
-            if pid == 0:
-                os._exit(_serve_layer(self.spec, i, self.blobs[i] if self.blobs else None))
-            self.servers.append(_Child(pid))
+        """Fork one server per layer (before this process starts any thread), wait until
+        every one reports its FUSE session up."""
+        readable, writable = os.pipe()
+        try:
+            for i, layer in enumerate(self.spec.layers):
+                Path(layer.mountpoint).mkdir(parents=True, exist_ok=True)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(readable)
+                    self._close_ready()
+                    blob = self.blobs[i] if self.blobs else None
+                    os._exit(_serve_layer(self.spec, i, blob, writable))
+                self.servers.append(_Child(pid))
+            os.close(writable)
+            writable = -1
+            self._wait_mounted(readable)
+        finally:
+            os.close(readable)
+            if writable >= 0:
+                os.close(writable)
+
+    def _wait_mounted(self, readable: int) -> None:
         deadline = time.monotonic() + _MOUNT_TIMEOUT
-        pending = list(enumerate(self.spec.layers))
+        pending = set(range(len(self.spec.layers)))
+        buf = b""
         while pending:
             for i, proc in enumerate(self.servers):
                 if proc.poll() is not None:
                     raise RuntimeError(f"layer server {i} exited with {proc.returncode} "
                                        f"(see {self.spec.dir / 'daemon.log'})")
-            pending = [(i, layer) for i, layer in pending if not is_mounted(layer.mountpoint)]
             if time.monotonic() > deadline:
-                raise RuntimeError(f"layers {[i for i, _ in pending]} not mounted after "
+                raise RuntimeError(f"layers {sorted(pending)} not mounted after "
                                    f"{_MOUNT_TIMEOUT:.0f}s")
-            time.sleep(0.005)
+            if select.select([readable], [], [], 0.05)[0]:
+                data = os.read(readable, 4096)
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                pending -= {int(line) for line in lines if line.strip().isdigit()}
 
     def stop(self) -> None:
         if self.stopping:
@@ -172,6 +219,7 @@ class Daemon:
             self.start_servers()
             _overlay(self.spec)
             _status(self.spec, "ready", mountpoint=self.spec.mountpoint)
+            self._tell("ready")
             log.info("%s mounted at %s", self.spec.image, self.spec.mountpoint)
             while not self.stopping:
                 for i, proc in enumerate(self.servers):
@@ -183,6 +231,7 @@ class Daemon:
             log.error("mount failed: %s", exc)
             self.stop()
             _status(self.spec, "failed", error=str(exc))
+            self._tell(f"failed: {exc}")
             return 1
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -201,31 +250,51 @@ def _logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def spawn(spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> None:
-    """Start the daemon detached from the caller (double fork), reusing its parsed TOCs.
-
-    Forking instead of starting a new interpreter saves the imports and the TOC parsing: the
-    mount answers sooner. Returns in the caller once the daemon is on its own.
-    """
+def detach(log_path: Path) -> bool:
+    """Double-fork into a new session with stdin on /dev/null and stdout and stderr appended
+    to ``log_path``. True in the detached process (which must end with ``os._exit``), False
+    in the caller once the intermediate process is gone."""
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)
-        return
+        return False
     try:
         os.setsid()
         if os.fork():
             os._exit(0)
-        log_fd = os.open(spec.dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        sys.stdout = os.fdopen(1, "w", buffering=1)
-        sys.stderr = os.fdopen(2, "w", buffering=1)
-        _logging()
-        os._exit(Daemon(spec, blobs).run())
+        os.close(null)
+        os.close(log_fd)
+        # closefd=False: whoever replaces these streams later must not close 1 and 2 with them
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     except BaseException:
         os._exit(1)
+    return True
+
+
+def spawn(spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> int:
+    """Start the daemon detached from the caller, reusing its parsed TOCs; returns the read
+    end of a pipe on which the daemon says ``ready`` or ``failed: why`` (EOF: it died).
+
+    Forking instead of starting a new interpreter saves the imports and the TOC parsing: the
+    mount answers sooner.
+    """
+    readable, writable = os.pipe()
+    if not detach(spec.dir / "daemon.log"):
+        os.close(writable)
+        return readable
+    code = 1
+    try:
+        os.close(readable)
+        _logging()
+        code = Daemon(spec, blobs, ready_fd=writable).run()
+    finally:
+        os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,13 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         self.fs = fs
         self.label = label
         self.active_reads = 0
+        self.on_mounted: Callable[[], None] | None = None
         self._lock = threading.Lock()
+
+    def init(self, path: str) -> None:
+        """The kernel has set up the session: requests are answered from now on."""
+        if self.on_mounted is not None:
+            self.on_mounted()
 
     def _call(self, what: str, path: str, fn: Callable[[], T | None]) -> T:
         try:

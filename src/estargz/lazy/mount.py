@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -173,14 +174,18 @@ def rpull(
         spec.save()
         sys.stdout.flush()
         sys.stderr.flush()
-        spawn(spec, blobs)  # the daemon gets the parsed TOCs; the store is written meanwhile
-        with store.lease():
-            for layer, blob in zip(layers, blobs, strict=True):
-                store.put_meta(layer.digest, "toc.json", blob.toc_json)
-            for desc, raw in documents:
-                store.put_blob(raw, desc.digest)
-            store.set_images({str(ref): top}, require_layers=False)
-        _wait_ready(spec)
+        # the daemon gets the parsed TOCs; the store is written while it mounts
+        ready = spawn(spec, blobs)
+        try:
+            with store.lease():
+                for layer, blob in zip(layers, blobs, strict=True):
+                    store.put_meta(layer.digest, "toc.json", blob.toc_json)
+                for desc, raw in documents:
+                    store.put_blob(raw, desc.digest)
+                store.set_images({str(ref): top}, require_layers=False)
+            _wait_ready(spec, ready)
+        finally:
+            os.close(ready)
     except BaseException:
         _discard(state, None if mountpoint else target)
         raise
@@ -242,23 +247,23 @@ def _discard(state: Path, default_target: str | None) -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _wait_ready(spec: MountSpec, timeout: float = 90.0) -> None:
-    """Until the daemon reports the mount ready, or fails, or dies."""
-    start = time.monotonic()
-    while time.monotonic() < start + timeout:
-        status = read_json(spec.dir / "status.json") or {}
-        if status.get("state") == "ready":
+def _wait_ready(spec: MountSpec, ready: int, timeout: float = 90.0) -> None:
+    """Until the daemon says the mount is ready (on the pipe ``ready``), or fails, or dies."""
+    deadline = time.monotonic() + timeout
+    said = b""
+    while time.monotonic() < deadline:
+        if not select.select([ready], [], [], 0.5)[0]:
+            continue
+        data = os.read(ready, 4096)
+        said += data
+        if said.startswith(b"ready"):
             return
-        if status.get("state") == "failed":
-            raise MountError(f"mount failed: {status.get('error', 'daemon exited')} "
-                             f"(log: {spec.dir / 'daemon.log'})")
-        started = (spec.dir / "daemon.pid").exists()
-        if (started and _daemon_pid(spec) is None) or (
-            not started and time.monotonic() > start + 10
-        ):
-            raise MountError(f"the mount daemon died before the mount was ready "
-                             f"(log: {spec.dir / 'daemon.log'})")
-        time.sleep(0.005)
+        if data:
+            continue
+        status = read_json(spec.dir / "status.json") or {}
+        error = said.decode(errors="replace").strip().removeprefix("failed: ") or \
+            status.get("error") or "the mount daemon died before the mount was ready"
+        raise MountError(f"mount failed: {error} (log: {spec.dir / 'daemon.log'})")
     raise MountError(f"mount not ready after {timeout:.0f}s (log: {spec.dir / 'daemon.log'})")
 
 

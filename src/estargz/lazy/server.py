@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from estargz.format import BlobReader, BlobSource, Chunk
@@ -136,7 +137,9 @@ class LayerServer:
                 last = now
             time.sleep(_STATS_INTERVAL)
 
-    def run(self) -> None:
+    def run(self, on_mounted: Callable[[], None] | None = None) -> None:
+        """Serve until unmounted; ``on_mounted`` is called once the mount answers."""
+        self.ops.on_mounted = on_mounted
         threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
         threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
         serve(self.ops, self.layer.mountpoint, f"estargz:{self.layer.digest[7:19]}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import os
 import re
+import ssl
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
@@ -38,6 +40,7 @@ __all__ = [
     "MAX_MANIFEST_SIZE",
     "RegistryBlob",
     "RegistryClient",
+    "default_ssl_context",
 ]
 
 DEFAULT_ACCEPT = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
@@ -82,6 +85,23 @@ def _media_type(content_type: str | None, data: bytes) -> str:
         if "layers" in doc or "config" in doc:
             return OCI_MANIFEST
     return value
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context, built once per CA bundle setting and shared by all clients:
+    loading the CA bundle costs about a tenth of a second."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    context = _SSL_CONTEXTS.get(key)
+    if context is None:
+        context = _SSL_CONTEXTS[key] = httpx.create_ssl_context()
+    return context
+
+
+_SSL_CONTEXTS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
+def _verify(insecure_skip_verify: bool) -> ssl.SSLContext | bool:
+    return False if insecure_skip_verify else default_ssl_context()
 
 
 class _LazyTransport(httpx.BaseTransport):
@@ -135,14 +155,14 @@ class RegistryClient:
         if transport is None and self.base_url.startswith("http://"):
             # Plain HTTP needs no TLS context, and building one (loading the CA bundle) costs
             # a tenth of a second per client; a redirect to HTTPS still gets a verifying one.
-            verify = not insecure_skip_verify
             transport = httpx.HTTPTransport(verify=False)
-            mounts = {"https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=verify))}
+            mounts = {"https://": _LazyTransport(
+                lambda: httpx.HTTPTransport(verify=_verify(insecure_skip_verify)))}
         self._http = httpx.Client(
             auth=self.auth,
             transport=transport,
             mounts=mounts,
-            verify=not insecure_skip_verify,
+            verify=_verify(insecure_skip_verify) if transport is None else False,
             timeout=timeout,
             headers={"User-Agent": _user_agent()},
         )

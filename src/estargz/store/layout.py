@@ -37,6 +37,7 @@ from estargz.errors import BlobNotFound, ImageNotFound, StoreError
 from estargz.format.source import FileSource
 from estargz.image.mediatypes import OCI_INDEX
 from estargz.image.model import Descriptor, Index, InvalidDocument, loads, parse_document
+from estargz.paths import default_store_root
 from estargz.store.fsutil import locked, write_atomic
 from estargz.store.ingest import BlobWriter, split_digest
 from estargz.store.names import normalize_name, split_name
@@ -141,14 +142,7 @@ class ImageStore:
     @staticmethod
     def default_root() -> Path:
         """``$ESTARGZ_ROOT``, else ``/var/lib/estargz`` for root, else the XDG data dir."""
-        env = os.environ.get("ESTARGZ_ROOT")
-        if env:
-            return Path(env)
-        if os.geteuid() == 0:
-            return Path("/var/lib/estargz")
-        xdg = os.environ.get("XDG_DATA_HOME", "")
-        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
-        return base / "estargz"
+        return Path(default_store_root())
 
     # --- blobs ------------------------------------------------------------------------------
 

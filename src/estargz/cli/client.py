@@ -1,0 +1,155 @@
+"""The thin client: hand a command to the store's resident service, if one is running.
+
+A Python CLI spends most of a short command starting up and importing its libraries; the
+service (:mod:`estargz.cli.service`) has done both already. The client sends the command line,
+the working directory, the environment and its own stdin, stdout and stderr (as file
+descriptors, so output, progress bars and terminal checks behave as if the command ran here),
+then waits for the exit code, passing on SIGINT, SIGTERM and SIGHUP. It imports nothing
+heavy: it runs before the rest of the CLI is loaded.
+
+Only the lazy-mount commands are handed over; anything else, or no service, or a service of
+another installation, and the command runs in this process as before.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from types import FrameType
+
+import estargz
+from estargz.paths import default_store_root, service_socket
+
+__all__ = ["FORWARDED", "connect", "forward", "installation", "recv_message", "send_message"]
+
+FORWARDED = frozenset({"rpull", "umount", "mounts"})
+"""``estargz i VERB`` commands the service runs: the ones that must answer quickly."""
+
+_IMAGE_WORDS = ("i", "image", "images")
+_HEADER = struct.Struct("!I")
+_MAX_MESSAGE = 16 << 20
+
+
+def installation() -> str:
+    """What must match between client and service: version and where the code lives."""
+    return f"{estargz.__version__} {os.path.dirname(os.path.abspath(estargz.__file__))}"
+
+
+def _target(argv: list[str]) -> str | None:
+    """The store root if ``argv`` is a forwarded command, else None (cheap, no argparse)."""
+    root = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg == "--root" and i + 1 < len(argv):
+            root = argv[i + 1]
+            i += 1
+        elif arg.startswith("--root="):
+            root = arg.partition("=")[2]
+        elif arg != "--debug":
+            return None  # --help, --version, anything unexpected: argparse decides
+        i += 1
+    if argv[i : i + 1] and argv[i] in _IMAGE_WORDS and argv[i + 1 : i + 2] and \
+            argv[i + 1] in FORWARDED:
+        return root or default_store_root()
+    return None
+
+
+def send_message(sock: socket.socket, value: object, fds: list[int] | None = None) -> None:
+    """One length-prefixed JSON message, with file descriptors riding on its first byte."""
+    data = json.dumps(value).encode()
+    payload = _HEADER.pack(len(data)) + data
+    if fds:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sent = sock.sendmsg([payload], rights)
+        sock.sendall(payload[sent:])
+    else:
+        sock.sendall(payload)
+
+
+def recv_message(sock: socket.socket, max_fds: int = 0) -> tuple[object, list[int]] | None:
+    """The next message and any file descriptors it carried; None at end of stream."""
+    fds: list[int] = []
+    buf = b""
+    space = socket.CMSG_SPACE(max_fds * 4) if max_fds else 0
+    while len(buf) < _HEADER.size:
+        data, ancdata, _flags, _addr = sock.recvmsg(_HEADER.size - len(buf), space)
+        for level, kind, raw in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got = array.array("i")
+                got.frombytes(raw[: len(raw) - len(raw) % 4])
+                fds.extend(got)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return None
+        buf += data
+    (length,) = _HEADER.unpack(buf)
+    if length > _MAX_MESSAGE:
+        raise ValueError(f"message of {length} bytes is too large")
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError("the stream ended inside a message")
+        body += chunk
+    return json.loads(body), fds
+
+
+def connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        if len(path) < 100:
+            sock.connect(path)
+        else:  # sun_path holds 108 bytes: go through the directory's descriptor
+            dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                sock.connect(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
+            finally:
+                os.close(dirfd)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def forward(argv: list[str]) -> int | None:
+    """Run ``argv`` in the service and return its exit code; None to run it here instead."""
+    root = _target(argv)
+    if root is None:
+        return None
+    sock = connect(service_socket(os.path.abspath(root)))
+    if sock is None:
+        return None
+    with sock:
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                   "installation": installation()}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            send_message(sock, request, [0, 1, 2])
+            reply = recv_message(sock)
+        except OSError:
+            return None  # e.g. a closed stdin: nothing to hand over
+        if reply is None or not isinstance(reply[0], dict) or "pid" not in reply[0]:
+            return None  # refused (another installation) or going away: run it here
+        pid = int(reply[0]["pid"])
+
+        def relay(signum: int, _frame: FrameType | None) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, relay)
+        reply = recv_message(sock)  # (a relayed signal does not interrupt the wait: PEP 475)
+        if reply is None or not isinstance(reply[0], dict) or "exit" not in reply[0]:
+            print("estargz: error: the service's worker ended without an exit code "
+                  "(see the service log)", file=sys.stderr)
+            return 1
+        return int(reply[0]["exit"])

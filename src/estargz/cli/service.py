@@ -1,0 +1,291 @@
+"""The store's resident service: ``estargz service start | stop | status``.
+
+Like the stargz snapshotter, which is running before ``ctr-remote i rpull`` asks it anything,
+the service keeps a warm interpreter next to the store: libraries imported, TLS trust loaded.
+Each command handed over by the thin client (:mod:`estargz.cli.client`) runs in a process
+forked from it, with the client's stdin, stdout, stderr, working directory and environment, so
+it behaves exactly as it would have in the client's own process, minus the start-up time.
+Only the same user may connect (checked with SO_PEERCRED), and the socket is mode 0600.
+
+Mounts are not the service's: each still has its own daemon, so stopping the service leaves
+them serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from estargz.cli.client import connect, installation, recv_message, send_message
+from estargz.errors import EstargzError
+from estargz.lazy.daemon import detach
+from estargz.paths import default_store_root, service_socket
+
+__all__ = ["Service", "ServiceError", "add_service_command", "service_pid"]
+
+log = logging.getLogger("estargz.service")
+_START_TIMEOUT = 30.0
+_PEERCRED = struct.Struct("3i")
+
+
+class ServiceError(EstargzError):
+    """The service could not be started or stopped."""
+
+
+def _state(root: str) -> Path:
+    return Path(root) / "state"
+
+
+def service_pid(root: str) -> int | None:
+    """The running service's pid, if its socket answers."""
+    sock = connect(service_socket(root))
+    if sock is None:
+        return None
+    sock.close()
+    try:
+        return int((_state(root) / "service.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _warm() -> argparse.ArgumentParser:
+    """Import and set up, once, what every command would otherwise pay for at start."""
+    from estargz.cli.main import build_parser
+    from estargz.lazy import fuse, mount, server  # noqa: F401  (FUSE library lookup included)
+    from estargz.registry.client import RegistryClient, default_ssl_context
+
+    default_ssl_context()
+    RegistryClient("127.0.0.1:1").close()  # the HTTP stack imports the rest on first use
+    return build_parser()
+
+
+class Service:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.state = _state(self.root)
+        self.path = service_socket(self.root)
+        self.stopping = False
+        self.workers: set[int] = set()
+        self.parser: argparse.ArgumentParser | None = None
+
+    def _listen(self) -> socket.socket:
+        if connect(self.path) is not None:
+            raise ServiceError(f"a service already answers on {self.path}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # left by a service that was killed
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old)
+        sock.listen(64)
+        sock.settimeout(0.5)
+        return sock
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; returns the exit code."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.parser = _warm()
+        listener = self._listen()
+        (self.state / "service.pid").write_text(str(os.getpid()))
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        gc.freeze()  # what was loaded stays: workers' collections need not walk it
+        log.info("estargz service %s ready on %s", installation(), self.path)
+        try:
+            while not self.stopping:
+                self._reap()
+                try:
+                    conn, _ = listener.accept()
+                except (TimeoutError, InterruptedError):
+                    continue
+                with conn:
+                    self._dispatch(listener, conn)
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            with contextlib.suppress(FileNotFoundError):
+                (self.state / "service.pid").unlink()
+            log.info("stopped")
+        return 0
+
+    def _stop(self, _signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def _reap(self) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+                log.info("worker %d exited with %d", pid, os.waitstatus_to_exitcode(status))
+            self.workers.discard(pid)
+
+    def _dispatch(self, listener: socket.socket, conn: socket.socket) -> None:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        peer_pid, peer_uid, _gid = _PEERCRED.unpack(raw)
+        if peer_uid != os.geteuid():
+            log.warning("refused pid %d: uid %d is not the service's", peer_pid, peer_uid)
+            return
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                listener.close()
+                code = _worker(conn, self.parser)
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                os._exit(code)
+        self.workers.add(pid)
+        log.info("pid %d: worker %d", peer_pid, pid)
+
+
+def _stdio(fds: list[int]) -> None:
+    """Take the client's stdin, stdout and stderr as this process's own."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        if fd > 2:
+            os.close(fd)
+    line = os.isatty(1)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1 if line else -1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+
+
+def _worker(conn: socket.socket, parser: argparse.ArgumentParser | None) -> int:
+    """One command, in a child of the service; returns the exit status for ``os._exit``."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    conn.settimeout(None)
+    message = recv_message(conn, max_fds=3)
+    if message is None:
+        return 1
+    request, fds = message
+    if not isinstance(request, dict) or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        return 1
+    if request.get("installation") != installation():
+        send_message(conn, {"refused": f"service runs {installation()}"})
+        for fd in fds:
+            os.close(fd)
+        return 1
+    os.register_at_fork(after_in_child=conn.close)  # mount daemons must not keep the client
+    logging.root.handlers.clear()  # the service's log handler would write to the client
+    _stdio(fds)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    argv = [str(a) for a in request["argv"]]
+    sys.argv = ["estargz", *argv]
+    send_message(conn, {"pid": os.getpid()})
+    from estargz.cli.main import run
+
+    try:
+        code = run(argv, parser)
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        send_message(conn, {"exit": code})
+    return code
+
+
+def _root(args: argparse.Namespace) -> str:
+    return os.path.abspath(args.root or default_store_root())
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    root = _root(args)
+    pid = service_pid(root)
+    if pid is not None:
+        print(f"estargz service already running (pid {pid}) on {service_socket(root)}")
+        return 0
+    from estargz.cli.common import open_store
+
+    open_store(args)  # the store exists before anything is served from it
+    state = _state(root)
+    state.mkdir(parents=True, exist_ok=True)
+    if args.foreground:
+        _logging()
+        return Service(root).run()
+    if detach(state / "service.log"):
+        code = 1
+        try:
+            _logging()
+            code = Service(root).run()
+        except BaseException as exc:
+            log.error("service failed: %s", exc)
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = service_pid(root)
+        if pid is not None:
+            print(f"estargz service running (pid {pid}) on {service_socket(root)}")
+            return 0
+        time.sleep(0.02)
+    raise ServiceError(f"the service did not start (log: {state / 'service.log'})")
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    root = _root(args)
+    pid = service_pid(root)
+    if pid is None:
+        print("estargz service not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while service_pid(root) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if service_pid(root) is not None:
+        raise ServiceError(f"the service (pid {pid}) did not stop")
+    print(f"estargz service stopped (pid {pid}); mounts keep serving")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    root = _root(args)
+    pid = service_pid(root)
+    if pid is None:
+        print(f"estargz service not running for {root}")
+        return 3
+    print(f"estargz service running (pid {pid}) on {service_socket(root)}")
+    return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s [%(process)d] %(levelname)s %(message)s")
+
+
+def add_service_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("service", help="a resident process that makes rpull, umount and mounts "
+                       "answer at once (like the snapshotter ctr-remote talks to)")
+    cmds = p.add_subparsers(dest="service_command", required=True, metavar="COMMAND")
+    start = cmds.add_parser("start", help="start the service of the store (if not running)")
+    start.add_argument("--foreground", action="store_true", help="do not detach; log to stderr")
+    start.set_defaults(func=_cmd_start)
+    cmds.add_parser("stop", help="stop it (mounts keep serving)").set_defaults(func=_cmd_stop)
+    cmds.add_parser("status", help="exit 0 if it runs, 3 if not").set_defaults(func=_cmd_status)

@@ -1,0 +1,177 @@
+"""The store's resident service: ``estargz service start | status | stop``, and the thin client
+that hands ``i rpull | umount | mounts`` to it.
+
+A command answered by the service must look exactly like one run in the client's process:
+same stdout and stderr, same exit code, same mount; Ctrl-C reaches it; another user cannot
+connect; no service, a dead one or one of another installation, and the command runs locally.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from estargz.cli.client import connect, installation, recv_message, send_message
+from estargz.paths import service_socket
+from lazykit import (
+    ESTARGZ_ONLY,
+    Images,
+    Mounts,
+    assert_same_tree,
+    lazy_mounts,
+    snapshot,
+    umoci_rootfs,
+)
+from registry_fixture import RegistryServer
+
+
+def _estargz(root: Path, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "estargz.cli.main", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
+
+
+def _workers_logged(root: Path) -> int:
+    log = root / "state" / "service.log"
+    return log.read_text().count(": worker ") if log.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Images:
+    return Images.seed(registry.host, tmp_path_factory.mktemp("service"))
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    with lazy_mounts(tmp_path) as m:
+        yield m
+
+
+@pytest.fixture
+def service(mounts: Mounts) -> Iterator[Path]:
+    """A running service for the store of ``mounts``; stopped afterwards (before the mounts
+    are undone)."""
+    root = mounts.cli.root
+    proc = _estargz(root, "service", "start", env=mounts.cli.env)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        yield root
+    finally:
+        _estargz(root, "service", "stop", env=mounts.cli.env)
+
+
+def test_start_status_stop(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    assert _estargz(root, "service", "status").returncode == 3
+    started = _estargz(root, "service", "start")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "running (pid" in started.stdout
+        sock = service_socket(str(root))
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        status = _estargz(root, "service", "status")
+        assert status.returncode == 0 and "running" in status.stdout
+        again = _estargz(root, "service", "start")  # idempotent: one service per store
+        assert again.returncode == 0 and "already running" in again.stdout
+        pid = int((root / "state" / "service.pid").read_text())
+        assert pid == int(status.stdout.split("pid ")[1].split(")")[0])
+    finally:
+        stopped = _estargz(root, "service", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not os.path.exists(service_socket(str(root)))
+    assert _estargz(root, "service", "status").returncode == 3
+
+
+def test_rpull_through_the_service_is_the_same_mount(images: Images, mounts: Mounts,
+                                                     service: Path, tmp_path: Path) -> None:
+    ref = images.get("default")
+    before = _workers_logged(service)
+    proc = mounts.rpull(ref)
+    assert _workers_logged(service) == before + 1  # the service ran it
+    assert "layers lazy" in proc.stderr and "lazy (TOC sha256:" in proc.stderr
+    root = Path(proc.stdout.strip())
+    want = snapshot(umoci_rootfs(ref, tmp_path / "umoci"), skip=ESTARGZ_ONLY)
+    assert_same_tree(snapshot(root), want)
+    rows = mounts.cli.mounts()  # also answered by the service
+    assert [row["mountpoint"] for row in rows] == [str(root)]
+    assert _workers_logged(service) == before + 2
+    # the mount daemon does not belong to the service: stopping it leaves the mount serving
+    _estargz(service, "service", "stop", env=mounts.cli.env)
+    assert (root / "bin" / "sh").exists()
+    assert mounts.cli("umount", str(root)).strip() == str(root)
+
+
+def test_errors_and_exit_codes_come_back(images: Images, mounts: Mounts, service: Path) -> None:
+    missing = f"{images.host}/no-such-repo:v1"
+    proc = mounts.rpull(missing, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("estargz: error: ") and "Traceback" not in proc.stderr
+    usage = mounts.cli.run("rpull")  # argparse's exit status and message
+    assert usage.returncode == 2 and "required" in usage.stderr
+    assert not list((service / "state" / "mounts").glob("*"))  # the failed rpull left nothing
+
+
+def test_interrupt_reaches_the_worker(mounts: Mounts, service: Path) -> None:
+    """Ctrl-C on the client stops the command in the service: a registry that never answers."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the kernel, nothing ever replies
+    host = f"127.0.0.1:{silent.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "estargz.cli.main", "--root", str(service), "i", "rpull",
+           f"{host}/hang:v1"]
+    with silent:
+        before = _workers_logged(service)
+        client = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=mounts.cli.env)
+        deadline = time.monotonic() + 20
+        while _workers_logged(service) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workers_logged(service) == before + 1
+        time.sleep(0.3)
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=20)
+    assert client.returncode == 130, err
+    assert "interrupted" in err
+
+
+def test_no_service_or_a_dead_one_runs_locally(images: Images, mounts: Mounts) -> None:
+    assert mounts.cli.mounts() == []  # (creates the store)
+    sock = service_socket(str(mounts.cli.root))
+    os.makedirs(os.path.dirname(sock), exist_ok=True)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(sock)  # a socket file nobody listens on, as a killed service leaves it
+    stale.close()
+    proc = mounts.rpull("--no-background-fetch", images.get("default"))
+    assert (Path(proc.stdout.strip()) / "bin" / "sh").exists()
+
+
+def test_other_installation_and_other_users_are_refused(service: Path) -> None:
+    path = service_socket(str(service))
+    sock = connect(path)
+    assert sock is not None
+    with sock:
+        send_message(sock, {"argv": ["i", "mounts"], "cwd": "/", "env": {},
+                            "installation": "0.0.0 /elsewhere"}, [0, 1, 2])
+        reply = recv_message(sock)
+    assert reply is not None and "refused" in reply[0]  # type: ignore[operator]
+    assert installation() in reply[0]["refused"]  # type: ignore[index]
+
+    pid = os.fork()
+    if pid == 0:  # as nobody: the socket's mode already keeps it out
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            code = 0 if connect(path) is None else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
