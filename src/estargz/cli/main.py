@@ -7,13 +7,14 @@ as quick as a compiled tool. Everything else is imported only once it is needed.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["build_parser", "console", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,5 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     return run(args) if code is None else code
 
 
+def console() -> NoReturn:
+    """The ``estargz`` command. A command the service ran leaves nothing here to tear down, so
+    the client exits at once instead of finalising the interpreter."""
+    from estargz.cli.client import forward
+
+    code = forward(sys.argv[1:])
+    if code is None:
+        sys.exit(run(sys.argv[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -185,6 +185,7 @@ def _worker(conn: socket.socket, parser: argparse.ArgumentParser | None) -> int:
             os.close(fd)
         return 1
     os.register_at_fork(after_in_child=conn.close)  # mount daemons must not keep the client
+    gc.disable()  # a worker lives for one command and ends with os._exit (daemons re-enable)
     logging.root.handlers.clear()  # the service's log handler would write to the client
     _stdio(fds)
     os.chdir(request["cwd"])

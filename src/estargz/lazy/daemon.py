@@ -10,6 +10,7 @@ unmounts the overlay, stops the layer servers (each unmounts its FUSE filesystem
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -291,6 +292,7 @@ def spawn(spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> int:
     code = 1
     try:
         os.close(readable)
+        gc.enable()  # (a service worker that forked this runs without the collector)
         _logging()
         code = Daemon(spec, blobs, ready_fd=writable).run()
     finally:

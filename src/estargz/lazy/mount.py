@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def rpull(
         raise MountError(f"{target} is already a mountpoint")
     state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
     try:
-        layers, blobs = _prepare_layers(store, client, ref, manifest, state, toc_image, say)
+        layers, blobs, config = _prepare_layers(store, client, ref, manifest, state, toc_image,
+                                                say)
         spec = MountSpec(
             id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
             mountpoint=target, store_root=str(store.root), registry=ref.registry,
@@ -180,6 +182,7 @@ def rpull(
             with store.lease():
                 for layer, blob in zip(layers, blobs, strict=True):
                     store.put_meta(layer.digest, "toc.json", blob.toc_json)
+                store.put_blob(config, manifest.config.digest)
                 for desc, raw in documents:
                     store.put_blob(raw, desc.digest)
                 store.set_images({str(ref): top}, require_layers=False)
@@ -200,34 +203,39 @@ def _prepare_layers(
     state: Path,
     toc_image: str | None,
     say: Callable[[str], None],
-) -> tuple[list[LayerSpec], list[UnverifiedBlob]]:
-    """Per layer: its verified TOC (remote) or a local eStargz copy (pulled whole)."""
+) -> tuple[list[LayerSpec], list[UnverifiedBlob], bytes]:
+    """Per layer: its verified TOC (remote) or a local eStargz copy (pulled whole); and the
+    config. The config and every layer's footer and TOC are fetched at the same time."""
+    with ThreadPoolExecutor(max_workers=min(8, len(manifest.layers) + 1)) as pool:
+        config_job = pool.submit(client.get_blob, ref.repository, manifest.config.digest)
+        jobs = [pool.submit(_open_remote, client, ref, layer, toc_image)
+                for layer in manifest.layers]
+        opened = [job.result() for job in jobs]
+        config = config_job.result()
     layers: list[LayerSpec] = []
     blobs: list[UnverifiedBlob] = []
     with store.lease():
-        config = client.get_blob(ref.repository, manifest.config.digest)
-        store.put_blob(config, manifest.config.digest)
-        for i, layer in enumerate(manifest.layers):
-            blob, reason = _open_remote(client, ref, layer, toc_image)
-            local = blob is None
+        for i, (layer, (remote, reason)) in enumerate(zip(manifest.layers, opened, strict=True)):
             digest, size = layer.digest, layer.size
-            if blob is None:
+            if remote is None:
                 say(f"layer {i} {layer.digest[:19]}: NOT lazy: {reason}; pulling it whole")
                 blob, digest = _pull_whole(client, store, ref, layer)
                 size = store.blob_size(digest)
+            else:
+                blob = remote
             blobs.append(blob)
             prefetch = blob.prefetch_size
             layers.append(LayerSpec(
                 digest=digest, size=size, toc_digest=blob.toc_digest,
                 footer_kind=blob.footer.kind, footer_size=blob.footer.size,
-                toc_offset=blob.footer.toc_offset, data_end=blob.data_end, local=local,
+                toc_offset=blob.footer.toc_offset, data_end=blob.data_end, local=remote is None,
                 reason=reason or "lazy", mountpoint=str(state / "layers" / str(i)),
                 prefetch_size=prefetch,
             ))
-            if not local:
+            if remote is not None:
                 say(f"layer {i} {layer.digest[:19]}: lazy (TOC {blob.toc_digest[:19]} verified, "
                     f"{len(blob.entries)} entries, prefetch {prefetch} bytes)")
-    return layers, blobs
+    return layers, blobs, config
 
 
 def _discard(state: Path, default_target: str | None) -> None:

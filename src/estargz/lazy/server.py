@@ -8,6 +8,7 @@ the workload reads), and keeps its statistics in ``stats-N.json`` for ``estargz 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -59,6 +60,7 @@ class LayerServer:
         fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
         self.ops = LayerOperations(fs, self.label)
         self.chunks = self.reader.all_chunks()
+        gc.freeze()  # the index never changes: the collector need not walk it again
 
     def _source(self) -> BlobSource:
         if self.layer.local:

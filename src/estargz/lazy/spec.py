@@ -72,9 +72,10 @@ class MountSpec:
 
 
 def write_json(path: Path, value: Any, mode: int = 0o644) -> None:
-    """Atomic replace, so readers never see half a file."""
+    """Atomic replace, so readers never see half a file; not fsynced: mounts do not outlive a
+    reboot, and neither need the files that describe them."""
     write_atomic(path, orjson.dumps(value, option=orjson.OPT_INDENT_2), tmpdir=path.parent,
-                 mode=mode)
+                 mode=mode, durable=False)
 
 
 def read_json(path: Path) -> Any:

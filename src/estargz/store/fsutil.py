@@ -28,11 +28,13 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_file(dest: Path, *, tmpdir: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_file(dest: Path, *, tmpdir: Path, mode: int = 0o644,
+                durable: bool = True) -> Iterator[BinaryIO]:
     """A file to fill that replaces ``dest`` when the block ends without an exception.
 
     ``tmpdir`` must be on the same file system as ``dest``; on an exception the temporary file is
-    removed and ``dest`` is left as it was.
+    removed and ``dest`` is left as it was. ``durable=False`` skips the fsyncs, for runtime state
+    that a reboot makes void anyway: readers still never see half a file.
     """
     fd, name = tempfile.mkstemp(dir=tmpdir, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(name)
@@ -40,18 +42,21 @@ def atomic_file(dest: Path, *, tmpdir: Path, mode: int = 0o644) -> Iterator[Bina
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_atomic(dest: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644) -> None:
+def write_atomic(dest: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644,
+                 durable: bool = True) -> None:
     """Replace ``dest`` with ``data`` all at once."""
-    with atomic_file(dest, tmpdir=tmpdir, mode=mode) as out:
+    with atomic_file(dest, tmpdir=tmpdir, mode=mode, durable=durable) as out:
         out.write(data)
 
 
