@@ -188,6 +188,18 @@ def test_cache_stays_within_its_bound_evicting_the_least_recently_used(tmp_path:
     assert cache.get("huge") is None and cache.size == 50
 
 
+def test_cache_generation_moves_only_when_its_keys_change(tmp_path: Path) -> None:
+    """The layer server recounts cached chunks only when this number moves."""
+    cache = DiskChunkCache(tmp_path, "layer", max_bytes=100)
+    start = cache.generation
+    assert "x" not in cache and cache.get("x") is None and cache.generation == start
+    cache.put("a", b"a" * 60)
+    assert cache.generation == start + 1
+    assert cache.get("a") == b"a" * 60 and cache.generation == start + 1  # a read changes nothing
+    cache.put("b", b"b" * 60)  # evicts a
+    assert cache.generation == start + 2 and "a" not in cache
+
+
 def test_cache_reopens_with_what_is_on_disk(tmp_path: Path) -> None:
     cache = DiskChunkCache(tmp_path, "layer", max_bytes=100)
     cache.put("old", b"o" * 30)

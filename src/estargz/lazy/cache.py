@@ -23,26 +23,34 @@ class DiskChunkCache:
         self.dir = Path(root) / namespace
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self.generation = 0
+        """Bumped whenever the set of keys changes: counting them again can wait until then."""
         self._lock = threading.Lock()
-        self._sizes: OrderedDict[str, int] = OrderedDict()
-        entries = []
-        with os.scandir(self.dir) as it:
-            for entry in it:
-                if entry.name.startswith("."):
+        self._sizes: OrderedDict[str, int] | None = None  # read on first use, off the mount path
+        self._total = 0
+
+    def _known(self) -> OrderedDict[str, int]:
+        """The entries on disk, oldest use first (call with the lock held)."""
+        if self._sizes is None:
+            entries = []
+            with os.scandir(self.dir) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)  # a temp file of an interrupted put
+                        continue
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)  # a temp file of an interrupted put
-                    continue
-                st = entry.stat()
-                entries.append((st.st_atime, entry.name, st.st_size))
-        for _, name, size in sorted(entries):
-            self._sizes[name] = size
-        self._total = sum(self._sizes.values())
+                        st = entry.stat()
+                        entries.append((st.st_atime, entry.name, st.st_size))
+            self._sizes = OrderedDict((name, size) for _, name, size in sorted(entries))
+            self._total = sum(self._sizes.values())
+        return self._sizes
 
     def __contains__(self, key: object) -> bool:
         """Known to this process (found at start or put since): no disk access, cheap enough
         to ask for every chunk of a layer every fraction of a second."""
         with self._lock:
-            return key in self._sizes
+            return key in self._known()
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -50,8 +58,9 @@ class DiskChunkCache:
         except FileNotFoundError:
             return None
         with self._lock:
-            if key in self._sizes:
-                self._sizes.move_to_end(key)
+            sizes = self._known()
+            if key in sizes:
+                sizes.move_to_end(key)
         return data
 
     def put(self, key: str, data: bytes) -> None:
@@ -67,14 +76,18 @@ class DiskChunkCache:
                 os.unlink(tmp)
             return  # a full disk makes the cache smaller, not the read fail
         with self._lock:
-            self._total += len(data) - self._sizes.pop(key, 0)
-            self._sizes[key] = len(data)
-            while self._total > self.max_bytes and self._sizes:
-                old, size = self._sizes.popitem(last=False)
+            sizes = self._known()
+            self._total += len(data) - sizes.pop(key, 0)
+            sizes[key] = len(data)
+            while self._total > self.max_bytes and sizes:
+                old, size = sizes.popitem(last=False)
                 self._total -= size
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / old).unlink()
+            self.generation += 1
 
     @property
     def size(self) -> int:
-        return self._total
+        with self._lock:
+            self._known()
+            return self._total

@@ -117,13 +117,17 @@ class LayerServer:
     def stats_loop(self) -> None:
         """Rewrite ``stats-N.json`` whenever the numbers change (checked a few times a second).
 
-        Cached chunks are counted from the cache's index: asking the reader would read and hash
-        every cached chunk again on each pass.
+        Cached chunks are counted from the cache's index, and only after the cache changed:
+        asking the reader would read and hash every cached chunk, and counting on every pass
+        kept an idle mount busy.
         """
         path = self.spec.dir / f"stats-{self.index}.json"
         last: dict[str, object] = {}
+        counted, cached = -1, 0
         while True:
-            cached = sum(1 for _, c in self.chunks if c.key in self.cache)
+            if self.cache.generation != counted:
+                counted = self.cache.generation
+                cached = sum(1 for _, c in self.chunks if c.key in self.cache)
             now: dict[str, object] = {
                 "digest": self.layer.digest,
                 "size": self.layer.size,
