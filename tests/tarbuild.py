@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+from collections.abc import Callable
 from typing import Any
 
-from estargz.format import BuildOptions, BuildResult, build
+from estargz.format import (
+    BuildOptions,
+    BuildResult,
+    build,
+    build_toc_blob,
+    estargz_footer,
+    open_blob,
+    parse_footer,
+)
 
-__all__ = ["MTIME", "Item", "convert", "make_tar", "member"]
+__all__ = ["MTIME", "Item", "convert", "make_tar", "member", "with_toc", "with_toc_json"]
 
 MTIME = 1_700_000_000
 Item = tuple[tarfile.TarInfo, bytes]
@@ -37,3 +47,16 @@ def convert(tar: bytes, **options: Any) -> tuple[bytes, BuildResult]:
     out = io.BytesIO()
     result = build(io.BytesIO(tar), out, BuildOptions(**options))
     return out.getvalue(), result
+
+
+def with_toc(blob: bytes, mutate: Callable[[list[dict[str, Any]]], object]) -> bytes:
+    """The same blob with its TOC entries edited: data members kept, TOC member rewritten."""
+    doc = json.loads(open_blob(blob).toc_json)
+    mutate(doc["entries"])
+    return with_toc_json(blob, json.dumps(doc).encode())
+
+
+def with_toc_json(blob: bytes, toc_json: bytes) -> bytes:
+    toc_offset = parse_footer(blob[-51:]).toc_offset
+    assert toc_offset is not None
+    return blob[:toc_offset] + build_toc_blob(toc_json) + estargz_footer(toc_offset)

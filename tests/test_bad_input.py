@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import random
 import re
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,12 @@ from estargz.format import (
     BlobReader,
     BuildResult,
     build,
-    build_toc_blob,
     estargz_footer,
     extract,
     open_blob,
     parse_footer,
 )
-from tarbuild import convert, make_tar, member
+from tarbuild import convert, make_tar, member, with_toc, with_toc_json
 
 RANDOM = random.Random(7).randbytes(20_000)  # incompressible: deflate stores it as it is
 
@@ -52,21 +49,6 @@ LAYER = make_tar(
 def good() -> tuple[bytes, BuildResult]:
     # zlib at level 1 stores random data verbatim, so a flipped byte changes content, not syntax
     return convert(LAYER, chunk_size=8192, engine="zlib", compression_level=1)
-
-
-def with_toc(blob: bytes, mutate: Callable[[list[dict[str, Any]]], object]) -> bytes:
-    """The same blob with its TOC entries edited: data members kept, TOC member rewritten."""
-    toc_offset = parse_footer(blob[-51:]).toc_offset
-    assert toc_offset is not None
-    doc = json.loads(open_blob(blob).toc_json)
-    mutate(doc["entries"])
-    return with_toc_json(blob, json.dumps(doc).encode())
-
-
-def with_toc_json(blob: bytes, toc_json: bytes) -> bytes:
-    toc_offset = parse_footer(blob[-51:]).toc_offset
-    assert toc_offset is not None
-    return blob[:toc_offset] + build_toc_blob(toc_json) + estargz_footer(toc_offset)
 
 
 def entry(entries: list[dict[str, Any]], name: str, kind: str | None = None) -> dict[str, Any]:

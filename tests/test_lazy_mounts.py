@@ -9,15 +9,22 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from estargz.digest import sha256_digest
+from estargz.format import open_blob
+from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
+from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from estargz.registry import RegistryClient
 from imagekit import HELLO
 from lazykit import Images, Mounts, lazy_mounts, mounted_under, skopeo, wait_for
-from registry_fixture import RegistryServer
+from registry_fixture import RegistryServer, unique_repo
+from tarbuild import convert, make_tar, member, with_toc
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +194,37 @@ def test_umount_of_a_busy_mount_detaches_it(images: Images, mounts: Mounts) -> N
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_a_toc_that_cannot_be_indexed_fails_the_mount_with_its_reason(
+        registry: RegistryServer, mounts: Mounts) -> None:
+    """The TOC decodes and matches the manifest, but a hardlink points nowhere: the layer server
+    says why, rpull reports it, and nothing stays mounted."""
+    tar = make_tar(member("a", data=b"x"), member("b", tarfile.LNKTYPE, linkname="a"))
+    good, _ = convert(tar)
+
+    def dangle(entries: list[dict[str, object]]) -> None:
+        next(e for e in entries if e["name"] == "b")["linkName"] = "missing"
+
+    blob = with_toc(good, dangle)
+    toc = open_blob(blob).toc_digest
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [sha256_digest(tar)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(blob),
+                    "size": len(blob), "annotations": {TOC_JSON_DIGEST_ANNOTATION: toc}}],
+    }).encode()
+    repo = unique_repo("bad-index")
+    with RegistryClient(registry.host) as client:
+        for data in (config, blob):
+            client.push_blob(repo, sha256_digest(data), len(data), data)
+        client.put_manifest(repo, "v1", manifest, OCI_MANIFEST)
+    proc = mounts.rpull(f"{registry.host}/{repo}:v1", ok=False)
+    assert proc.returncode == 1
+    assert "layer 0: InvalidTOC:" in proc.stderr and "'missing'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert mounted_under(mounts.cli.root) == []
+    assert list((mounts.cli.root / "state" / "mounts").iterdir()) == []

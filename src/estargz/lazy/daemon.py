@@ -115,25 +115,28 @@ def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None,
                  mounted_fd: int) -> int:
     """Body of a forked layer server: never returns into the daemon's code.
 
-    It writes its index to ``mounted_fd`` once the kernel has initialised its FUSE session.
+    It writes one line to ``mounted_fd``: its index once the kernel has initialised its FUSE
+    session, or its index and the reason it cannot serve.
     """
     from estargz.lazy.server import LayerServer
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    def mounted() -> None:
+    def report(error: str = "") -> None:
+        line = f"{index} {error}".strip().replace("\n", " ")
         with contextlib.suppress(OSError):
-            os.write(mounted_fd, f"{index}\n".encode())
+            os.write(mounted_fd, line.encode(errors="replace")[:4000] + b"\n")
             os.close(mounted_fd)
 
     try:
         server = LayerServer(spec, index, blob)
         log.info("%s: serving at %s", server.label, server.layer.mountpoint)
-        server.run(on_mounted=mounted)
+        server.run(on_mounted=report, on_failed=report)
         return 0
     except BaseException as exc:
         log.error("layer %d: %s", index, exc)
+        report(f"{type(exc).__name__}: {exc}")
         return 1
 
 
@@ -187,18 +190,24 @@ class Daemon:
         pending = set(range(len(self.spec.layers)))
         buf = b""
         while pending:
+            waiting = select.select([readable], [], [], 0.05)[0]
+            data = os.read(readable, 8192) if waiting else b""
+            if data:
+                *lines, buf = (buf + data).split(b"\n")
+                for line in lines:
+                    number, _, error = line.decode(errors="replace").partition(" ")
+                    if error:
+                        raise RuntimeError(f"layer {number}: {error}")
+                    pending.discard(int(number))
+                continue
+            if waiting:  # end of file: every server has reported or exited
+                time.sleep(0.05)
             for i, proc in enumerate(self.servers):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"layer server {i} exited with {proc.returncode} "
-                                       f"(see {self.spec.dir / 'daemon.log'})")
+                    raise RuntimeError(f"layer server {i} exited with {proc.returncode}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"layers {sorted(pending)} not mounted after "
                                    f"{_MOUNT_TIMEOUT:.0f}s")
-            if select.select([readable], [], [], 0.05)[0]:
-                data = os.read(readable, 4096)
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                pending -= {int(line) for line in lines if line.strip().isdigit()}
 
     def stop(self) -> None:
         if self.stopping:

@@ -25,15 +25,25 @@ T = TypeVar("T")
 class LayerOperations(fuse.Operations):  # type: ignore[misc]
     """Read-only operations; the kernel caches pages and attributes (the layer is immutable)."""
 
-    def __init__(self, fs: LayerFS, label: str) -> None:
-        self.fs = fs
+    def __init__(self, label: str, fs: LayerFS | None = None) -> None:
+        self._fs = fs
         self.label = label
         self.active_reads = 0
         self.on_mounted: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
+    def attach(self, fs: LayerFS) -> None:
+        """What to serve; before the kernel's INIT is answered, as no request comes earlier."""
+        self._fs = fs
+
+    @property
+    def fs(self) -> LayerFS:
+        if self._fs is None:
+            raise RuntimeError(f"{self.label}: no layer attached")
+        return self._fs
+
     def init(self, path: str) -> None:
-        """The kernel has set up the session: requests are answered from now on."""
+        """The kernel has set up the session: requests are answered once this returns."""
         if self.on_mounted is not None:
             self.on_mounted()
 

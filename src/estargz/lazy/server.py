@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -36,6 +37,10 @@ _BACKGROUND_DELAY = 1.0
 
 
 class LayerServer:
+    """One layer's FUSE server. The TOC index is built on a thread while the kernel sets the
+    mount up; the kernel's INIT is answered only once it is ready, and until then the kernel
+    holds every request back: nothing is served from a TOC that was not checked."""
+
     def __init__(self, spec: MountSpec, index: int, blob: UnverifiedBlob | None = None) -> None:
         """``blob``: the TOC already parsed by ``rpull`` (when forked from it), else re-read."""
         self.spec = spec
@@ -53,14 +58,22 @@ class LayerServer:
                             self.layer.toc_offset)
             blob = UnverifiedBlob(self.source, footer, toc_json, self.layer.data_end)
         blob.source = self.source  # this process's own connection
+        self.blob = blob
         self.cache = DiskChunkCache(Path(spec.store_root) / "cache", self.layer.digest[7:],
                                     spec.cache_bytes)
-        self.reader: BlobReader = blob.verify_toc(self.layer.toc_digest, chunk_cache=self.cache)
+        self.ops = LayerOperations(self.label)
+        self.reader: BlobReader | None = None
+        self.chunks: list[tuple[str, Chunk]] = []
+
+    def build(self) -> BlobReader:
+        """Check the TOC against the manifest's digest and index it (the slow part of a start)."""
+        reader = self.blob.verify_toc(self.layer.toc_digest, chunk_cache=self.cache)
         forget = self.source.forget if isinstance(self.source, ResilientSource) else None
-        fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
-        self.ops = LayerOperations(fs, self.label)
-        self.chunks = self.reader.all_chunks()
+        self.ops.attach(LayerFS(reader, on_bad_data=forget, bottom=self.index == 0))
+        self.chunks = reader.all_chunks()
+        self.reader = reader
         gc.freeze()  # the index never changes: the collector need not walk it again
+        return reader
 
     def _source(self) -> BlobSource:
         if self.layer.local:
@@ -79,37 +92,40 @@ class LayerServer:
 
     def prefetch(self) -> None:
         """``[0, .prefetch.landmark)`` in one request, then (optionally) everything else."""
+        reader = self.reader
+        if reader is None:
+            return
         try:
-            landmark = self.reader.prefetch_size
+            landmark = reader.prefetch_size
             if landmark:
                 head = [(n, c) for n, c in self.chunks if c.offset < landmark]
-                self.reader.fetch_range(head)
+                reader.fetch_range(head)
                 log.info("%s: prefetched %d bytes (landmark)", self.label, landmark)
             if self.spec.background_fetch and not self.layer.local:
                 time.sleep(_BACKGROUND_DELAY)  # the workload's first reads go first
-                self._background()
+                self._background(reader)
         except Exception as exc:  # an optimisation only: reads still fetch what they need
             log.warning("%s: prefetch stopped: %s", self.label, exc)
 
-    def _background(self) -> None:
+    def _background(self, reader: BlobReader) -> None:
         group: list[tuple[str, Chunk]] = []
         start = 0
         for name, chunk in self.chunks:
             if group and chunk.member_end - start > _BACKGROUND_RANGE:
-                self._fetch_group(group)
+                self._fetch_group(reader, group)
                 group = []
             if not group:
                 start = chunk.offset
             group.append((name, chunk))
         if group:
-            self._fetch_group(group)
+            self._fetch_group(reader, group)
         log.info("%s: background fetch complete", self.label)
 
-    def _fetch_group(self, group: list[tuple[str, Chunk]]) -> None:
+    def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
         while self.ops.active_reads:  # on-demand reads first
             time.sleep(0.01)
         try:
-            self.reader.fetch_range(group)
+            reader.fetch_range(group)
         except Exception as exc:
             log.warning("%s: background fetch of %d chunks failed (%s); they will be fetched "
                         "when read", self.label, len(group), exc)
@@ -143,11 +159,35 @@ class LayerServer:
                 last = now
             time.sleep(_STATS_INTERVAL)
 
-    def run(self, on_mounted: Callable[[], None] | None = None) -> None:
-        """Serve until unmounted; ``on_mounted`` is called once the mount answers."""
-        self.ops.on_mounted = on_mounted
-        threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
-        threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
+    def run(self, on_mounted: Callable[[], None] | None = None,
+            on_failed: Callable[[str], None] | None = None) -> None:
+        """Serve until unmounted; ``on_mounted`` is called once the mount answers, ``on_failed``
+        with the reason if the TOC cannot be indexed (the process then exits)."""
+        failure: list[BaseException] = []
+
+        def build() -> None:
+            try:
+                self.build()
+            except BaseException as exc:
+                failure.append(exc)
+
+        builder = threading.Thread(target=build, name="index")
+        builder.start()
+
+        def mounted() -> None:  # on the FUSE thread answering the kernel's INIT
+            builder.join()
+            if failure:
+                why = f"{type(failure[0]).__name__}: {failure[0]}"
+                log.error("%s: %s", self.label, why)
+                if on_failed is not None:
+                    on_failed(why)
+                os._exit(1)  # the daemon sees the exit and removes the mount
+            threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
+            threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
+            if on_mounted is not None:
+                on_mounted()
+
+        self.ops.on_mounted = mounted
         serve(self.ops, self.layer.mountpoint, f"estargz:{self.layer.digest[7:19]}")
 
 
