@@ -40,6 +40,10 @@ def _estargz(root: Path, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
+def _title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
 def _workers_logged(root: Path) -> int:
     log = root / "state" / "service.log"
     return log.read_text().count(": worker ") if log.exists() else 0
@@ -103,6 +107,11 @@ def test_rpull_through_the_service_is_the_same_mount(images: Images, mounts: Mou
     assert_same_tree(snapshot(root), want)
     rows = mounts.cli.mounts()  # also answered by the service
     assert [row["mountpoint"] for row in rows] == [str(root)]
+    # ps tells them apart: no daemon looks like the service (pkill -f stays safe)
+    service_pid = int((service / "state" / "service.pid").read_text())
+    daemon_pid = int((mounts.state_dir(root) / "daemon.pid").read_text())
+    assert _title(service_pid) == f"estargz service {service}"
+    assert _title(daemon_pid) == f"estargz mount {ref} {root}"
     assert _workers_logged(service) == before + 2
     # the mount daemon does not belong to the service: stopping it leaves the mount serving
     _estargz(service, "service", "stop", env=mounts.cli.env)

@@ -26,6 +26,8 @@ import time
 import traceback
 from pathlib import Path
 
+from setproctitle import setproctitle
+
 from estargz.cli.client import connect, installation, recv_message, send_message
 from estargz.errors import EstargzError
 from estargz.lazy.daemon import detach
@@ -96,6 +98,7 @@ class Service:
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the exit code."""
         self.state.mkdir(parents=True, exist_ok=True)
+        setproctitle(f"estargz service {self.root}")
         self.parser = _warm()
         listener = self._listen()
         (self.state / "service.pid").write_text(str(os.getpid()))
@@ -193,6 +196,7 @@ def _worker(conn: socket.socket, parser: argparse.ArgumentParser | None) -> int:
     os.environ.update(request["env"])
     argv = [str(a) for a in request["argv"]]
     sys.argv = ["estargz", *argv]
+    setproctitle(" ".join(sys.argv))
     send_message(conn, {"pid": os.getpid()})
     from estargz.cli.main import run
 

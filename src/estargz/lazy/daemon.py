@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from setproctitle import setproctitle
+
 from estargz.format.reader import UnverifiedBlob
 from estargz.lazy.spec import MountSpec, write_json
 
@@ -122,6 +124,7 @@ def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None,
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    setproctitle(f"estargz layer {spec.layers[index].digest[7:19]} {spec.layers[index].mountpoint}")
 
     def report(error: str = "") -> None:
         line = f"{index} {error}".strip().replace("\n", " ")
@@ -221,6 +224,7 @@ class Daemon:
             _umount(layer.mountpoint)
 
     def run(self) -> int:
+        setproctitle(f"estargz mount {self.spec.image} {self.spec.mountpoint}")
         (self.spec.dir / "daemon.pid").write_text(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_: self._terminate())
         signal.signal(signal.SIGINT, lambda *_: self._terminate())
