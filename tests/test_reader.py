@@ -18,7 +18,11 @@ from estargz.format import (
     BuildResult,
     BytesSource,
     FileSource,
+    Footer,
+    TOCEntry,
+    UnverifiedBlob,
     build,
+    encode_toc,
     open_blob,
 )
 from tarbuild import make_tar, member
@@ -337,3 +341,76 @@ def test_names_as_stored_without_dot_slash() -> None:
     assert reader.stat("abs/file").name == "abs/file"
     assert reader.read("/abs/file") == b"abs"
     assert reader.stat("plain/dir").name == "plain/dir"
+
+
+# --- the index, from TOCs written by hand ---------------------------------------------------
+
+
+def index(entries: list[TOCEntry], data_end: int = 1000) -> BlobReader:
+    """A reader over a TOC alone: indexing reads no content."""
+    footer = Footer("estargz", 51, data_end)
+    blob = UnverifiedBlob(BytesSource(bytes(data_end)), footer, encode_toc(entries), data_end)
+    return blob.skip_verify()
+
+
+def test_names_and_hardlinks_without_file_infos(reader: BlobReader) -> None:
+    infos = list(reader.walk())
+    assert reader.names() == [info.name for info in infos]
+    assert sorted(reader.hardlinks()) == ["data/hl1", "data/hl2"]
+
+
+def test_a_path_given_twice_keeps_its_last_entry_in_its_place() -> None:
+    r = index([
+        TOCEntry(name="a/", type="dir"),
+        TOCEntry(name="a/b/", type="dir"),
+        TOCEntry(name="f", type="reg"),
+        TOCEntry(name="a/b", type="reg"),  # a directory becomes a file
+        TOCEntry(name="c/d", type="symlink", link_name="x"),
+        TOCEntry(name="f", type="dir"),  # a file becomes a directory
+        TOCEntry(name="f/g", type="hardlink", link_name="a/b"),
+    ])
+    assert r.names() == ["c", "a", "a/b", "c/d", "f", "f/g"]
+    assert {i.name: (i.type, i.nlink, i.hardlink_to) for i in r.walk()} == {
+        "c": ("dir", 2, None), "a": ("dir", 2, None), "a/b": ("reg", 2, None),
+        "c/d": ("symlink", 1, None), "f": ("dir", 2, None), "f/g": ("reg", 2, "a/b"),
+    }
+    assert r.stat("").nlink == 2 + 3
+    assert r.listdir("") == ["a", "c", "f"] and r.listdir("a") == ["b"]
+
+
+def test_all_chunks_come_in_blob_order_whatever_the_toc_order() -> None:
+    r = index([
+        TOCEntry(name="b", type="reg", size=3, offset=200, chunk_digest="sha256:b"),
+        TOCEntry(name="a", type="reg", size=3, offset=100, chunk_digest="sha256:a"),
+    ], data_end=300)
+    assert [(n, c.offset, c.member_end) for n, c in r.all_chunks()] == [
+        ("a", 100, 200), ("b", 200, 300)]
+    r = index([  # and in TOC order, members shared through inner offsets
+        TOCEntry(name="a", type="reg", size=3, offset=100, chunk_digest="sha256:a"),
+        TOCEntry(name="b", type="reg", size=3, offset=100, inner_offset=3, chunk_digest="sha256:b"),
+        TOCEntry(name="c", type="reg", size=3, offset=200, chunk_digest="sha256:c"),
+    ], data_end=300)
+    assert [(n, c.offset, c.inner_offset, c.member_end) for n, c in r.all_chunks()] == [
+        ("a", 100, 0, 200), ("b", 100, 3, 200), ("c", 200, 0, 300)]
+
+
+def test_chunks_given_out_of_file_order_are_put_in_order() -> None:
+    r = index([
+        TOCEntry(name="f", type="reg", size=10, offset=100, chunk_offset=5, chunk_size=5,
+                 chunk_digest="sha256:2"),
+        TOCEntry(name="f", type="chunk", offset=200, chunk_size=5, chunk_digest="sha256:1"),
+    ], data_end=300)
+    assert [(c.chunk_offset, c.offset, c.digest) for c in r.chunks("f")] == [
+        (0, 200, "sha256:1"), (5, 100, "sha256:2")]
+
+
+def test_prefetch_size_is_looked_up_once_per_entries_list() -> None:
+    entries = [TOCEntry(name="a", type="reg", size=1, offset=10, chunk_digest="sha256:a"),
+               TOCEntry(name="./.prefetch.landmark", type="reg", size=1, offset=50,
+                        chunk_digest="sha256:l")]
+    blob = UnverifiedBlob(BytesSource(bytes(100)), Footer("estargz", 51, 100),
+                          encode_toc(entries), 100)
+    assert blob.prefetch_size == 50
+    assert blob.skip_verify().prefetch_size == 50
+    blob.entries = blob.entries[:1]
+    assert blob.prefetch_size == 0

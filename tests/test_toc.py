@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import threading
 from typing import Any
 
 import pytest
 
 from estargz.errors import InvalidTOC
 from estargz.format import TOCEntry, decode_toc, encode_toc, toc_digest
+from estargz.format.toc import paused_gc
 
 GO_FIELD_ORDER = [
     "name", "type", "size", "modtime", "linkName", "mode", "uid", "gid", "userName",
@@ -174,3 +177,81 @@ def test_entries_are_type_checked(raw: Any, message: str) -> None:
 def test_largest_int_is_accepted() -> None:
     (_, entry) = decode_toc(_one({"name": "f", "type": "reg", "size": (1 << 63) - 1}))
     assert entry.size == (1 << 63) - 1
+
+
+# --- decoding in batches, and the collector paused meanwhile --------------------------------
+
+
+def test_entries_of_many_key_sets_decode_in_toc_order() -> None:
+    raws: list[dict[str, Any]] = [
+        {"name": "d/", "type": "dir", "mode": 0o755},
+        {"name": "d/f", "type": "reg", "size": 3, "offset": 10, "chunkDigest": "sha256:f"},
+        {"name": "d/l", "type": "symlink", "linkName": "f"},
+        {"name": "d/g", "type": "reg", "size": 4, "offset": 20, "chunkDigest": "sha256:g"},
+        {"name": "d/n", "type": "reg", "size": None, "future": 1},  # tolerated, one by one
+        {"name": "d/x", "type": "reg", "xattrs": {"user.a": "eXk="}},
+    ]
+    entries = decode_toc(json.dumps({"version": 1, "entries": raws}).encode())
+    assert entries == [
+        TOCEntry(name="d/", type="dir", mode=0o755),
+        TOCEntry(name="d/f", type="reg", size=3, offset=10, chunk_digest="sha256:f"),
+        TOCEntry(name="d/l", type="symlink", link_name="f"),
+        TOCEntry(name="d/g", type="reg", size=4, offset=20, chunk_digest="sha256:g"),
+        TOCEntry(name="d/n", type="reg"),
+        TOCEntry(name="d/x", type="reg", xattrs={"user.a": b"yy"}),
+    ]
+    assert len({id(e.xattrs) for e in entries}) == len(entries)  # each its own, as by default
+
+
+def test_the_first_bad_entry_is_named_whichever_batch_it_is_in() -> None:
+    raws = [
+        {"name": "a", "type": "reg", "size": 1},
+        {"name": "b", "type": "dir", "mode": -1},
+        {"name": "c", "type": "reg", "size": -2},  # same keys as #0, so checked first
+    ]
+    with pytest.raises(InvalidTOC, match=r"TOC entry #1 \('b'\): field 'mode' out of range"):
+        decode_toc(json.dumps({"version": 1, "entries": raws}).encode())
+
+
+def test_paused_gc_gives_the_collector_back_as_it_was() -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with paused_gc():
+            assert not gc.isenabled()
+            with paused_gc():
+                pass
+            assert not gc.isenabled()  # the outer one is still building
+        assert gc.isenabled()
+        with pytest.raises(ValueError), paused_gc():
+            raise ValueError
+        assert gc.isenabled()
+        gc.disable()
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # it was off: it stays off
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_paused_gc_in_overlapping_threads_never_leaves_the_collector_off() -> None:
+    was = gc.isenabled()
+    gc.enable()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with paused_gc():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    try:
+        with paused_gc():
+            thread.start()
+            assert inside.wait(10)
+        leave.set()
+        thread.join(10)
+        assert gc.isenabled()
+    finally:
+        leave.set()
+        (gc.enable if was else gc.disable)()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import itertools
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import attrgetter, itemgetter, lt
 from typing import Protocol
 
 from estargz.errors import (
@@ -30,7 +32,7 @@ from estargz.format.compression import inflate_member
 from estargz.format.footer import Footer, parse_footer
 from estargz.format.source import BlobSource, SourceFile, as_source
 from estargz.format.tarscan import clean_name
-from estargz.format.toc import decode_toc, toc_digest
+from estargz.format.toc import decode_toc, paused_gc, toc_digest
 from estargz.format.types import (
     FOOTER_SIZE,
     MAX_CHUNK_SIZE,
@@ -86,19 +88,39 @@ class Chunk:
         return f"{self.offset}-{self.inner_offset}-{self.size}"
 
 
-@dataclass(slots=True)
-class _Node:
-    entry: TOCEntry
-    name: str
-    children: dict[str, str] = field(default_factory=dict)
-    chunks: list[Chunk] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)
-    nlink: int = 1
-    target: _Node | None = None  # a hardlink's target
+def _chunk_maker() -> Callable[[int, int, int, int, int, str], Chunk]:
+    """``Chunk(...)`` at half the cost, for the index, which makes one per file: the frozen
+    dataclass's ``__init__`` goes through ``object.__setattr__`` for every field, while the
+    slot descriptors set them directly (and equally leave the instance immutable)."""
+    fields = ("chunk_offset", "size", "offset", "inner_offset", "member_end", "digest")
+    if fields != Chunk.__slots__:
+        raise TypeError("Chunk's fields changed: update _chunk_maker")
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5 = (getattr(Chunk, name).__set__ for name in fields)
 
-    @property
-    def content(self) -> _Node:
-        return self.target if self.target is not None else self
+    def make(chunk_offset: int, size: int, offset: int, inner_offset: int, member_end: int,
+             digest: str) -> Chunk:
+        chunk: Chunk = new(Chunk)
+        s0(chunk, chunk_offset)
+        s1(chunk, size)
+        s2(chunk, offset)
+        s3(chunk, inner_offset)
+        s4(chunk, member_end)
+        s5(chunk, digest)
+        return chunk
+
+    return make
+
+
+_new_chunk = _chunk_maker()
+_file_order = attrgetter("chunk_offset")
+_offset = attrgetter("offset")
+_path_of = itemgetter(0)
+_NO_CHUNKS = range(0)
+
+
+def _blob_order(item: tuple[str, Chunk]) -> tuple[int, int]:
+    return item[1].offset, item[1].inner_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +192,26 @@ class UnverifiedBlob:
         self.toc_digest = toc_digest(toc_json)
         self.entries = decode_toc(toc_json)
         self.data_end = data_end
+        self._prefetch: tuple[list[TOCEntry], int] | None = None
 
     @property
     def prefetch_size(self) -> int:
-        """Bytes ``[0, n)`` a lazy reader fetches first: where ``.prefetch.landmark`` starts."""
-        for e in self.entries:
-            if e.type == "reg" and clean_name(e.name) == PREFETCH_LANDMARK:
-                return e.offset
-        return 0
+        """Bytes ``[0, n)`` a lazy reader fetches first: where ``.prefetch.landmark`` starts.
+
+        Found once (callers and :class:`BlobReader` both ask), again only if ``entries`` is
+        replaced.
+        """
+        entries = self.entries
+        if self._prefetch is not None and self._prefetch[0] is entries:
+            return self._prefetch[1]
+        size = 0
+        for e in entries:  # the substring test first: cleaning every name is what costs
+            if PREFETCH_LANDMARK in e.name and e.type == "reg" \
+                    and clean_name(e.name) == PREFETCH_LANDMARK:
+                size = e.offset
+                break
+        self._prefetch = (entries, size)
+        return size
 
     def verify_toc(
         self, expected_digest: str, *, chunk_cache: ChunkCache | None = None
@@ -280,139 +314,245 @@ class BlobReader:
         self.footer = blob.footer
         self.entries = blob.entries
         self.data_end = blob.data_end
-        self._nodes: dict[str, _Node] = {}
-        self._order: list[str] = []
-        self._members: list[int] = []
+        self._entries: dict[str, TOCEntry] = {}  # every path (the last entry of a path wins)
+        self._children: dict[str, dict[str, str]] = {}  # directories: base name -> path
+        self._nlink: dict[str, int] = {}  # where it is not 1: directories, hardlink targets
+        self._targets: dict[str, str] = {}  # hardlink -> the path whose content it shares
+        self._chunks: list[Chunk] = []  # every file's, in TOC order
+        self._runs: dict[str, range] = {}  # file -> where its chunks are in _chunks
+        self._order: list[str] = []  # explicit entries, in TOC order
+        self._implicit: dict[str, TOCEntry] = {}  # directories made for want of an entry
+        self._duplicates = False  # some path has two entries
+        self._blob_order: list[tuple[str, Chunk]] | None = None
         self._cache = _LRU(cache_bytes)
         self._chunk_cache = chunk_cache
         self.prefetch_size = blob.prefetch_size
-        self._index()
+        with paused_gc():
+            self._index()
 
     # --- index ---------------------------------------------------------------------------
 
-    def _dir(self, name: str) -> _Node:
-        node = self._nodes.get(name)
-        if node is None:
-            parent = self._dir(name.rpartition("/")[0]) if name else None  # parents first
-            node = _Node(TOCEntry(name=name, type="dir", mode=0o755), name)
-            self._nodes[name] = node
-            if parent is not None:
-                parent.children[name.rpartition("/")[2]] = name
-        elif node.entry.type != "dir":
-            raise InvalidTOC(f"{name!r} is used as a directory but is a {node.entry.type}")
-        return node
+    def _dir(self, name: str) -> dict[str, str]:
+        """The children of directory ``name``; made, with missing parents, when no entry is."""
+        siblings = self._children.get(name)
+        if siblings is not None:
+            return siblings
+        missing = []
+        parent = name
+        while (siblings := self._children.get(parent)) is None:  # the root is always there
+            entry = self._entries.get(parent)
+            if entry is not None:
+                raise InvalidTOC(f"{parent!r} is used as a directory but is a {entry.type}")
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for path in reversed(missing):  # parents first
+            made = TOCEntry(name=path, type="dir", mode=0o755)
+            self._entries[path] = self._implicit[path] = made
+            siblings[path.rpartition("/")[2]] = path
+            self._nlink[parent] += 1
+            self._nlink[path] = 2
+            siblings = self._children[path] = {}
+            parent = path
+        return siblings
 
     def _index(self) -> None:
-        data_entries: list[tuple[_Node, TOCEntry]] = []
-        last_reg: _Node | None = None
-        explicit: set[str] = set()
-        self._dir("")
-        for entry in self.entries:
-            if entry.type == "chunk":
-                if last_reg is None:
-                    raise InvalidTOC(f"chunk entry {entry.name!r} does not follow a regular file")
-                data_entries.append((last_reg, entry))
-                continue
-            name = clean_name(entry.name)
-            node = _Node(entry, name)
-            old = self._nodes.get(name)
-            if name == "":
-                if entry.type != "dir":
-                    raise InvalidTOC(f"root entry {entry.name!r} is a {entry.type}")
-                node.children = self._nodes[""].children
-            elif old is not None and old.entry.type == "dir" and entry.type == "dir":
-                node.children = old.children
-            if name in explicit:  # a duplicate: the last one wins, at its own position
-                self._order.remove(name)
-            explicit.add(name)  # (an implicit parent made earlier is not in _order)
-            self._nodes[name] = node
-            self._order.append(name)
-            if name:
-                parent_name, _, base = name.rpartition("/")
-                self._dir(parent_name).children[base] = name
-            last_reg = None
-            if entry.type == "reg":
-                last_reg = node
-                if entry.size > 0:
-                    data_entries.append((node, entry))
-        for name in self._order:
-            node = self._nodes[name]
-            if node.entry.type == "hardlink":
-                target = self._nodes.get(clean_name(node.entry.link_name))
-                hops = 0
-                while target is not None and target.entry.type == "hardlink" and hops < 40:
-                    target = self._nodes.get(clean_name(target.entry.link_name))
-                    hops += 1
-                if target is None or target.entry.type in ("dir", "hardlink"):
-                    raise InvalidTOC(
-                        f"{name!r} is a hardlink to {node.entry.link_name!r}, which is not in "
-                        "the TOC"
-                    )
-                node.target = target
-                target.nlink += 1
-        for node in self._nodes.values():
-            if node.entry.type == "dir":
-                node.nlink = 2 + sum(
-                    1 for c in node.children.values() if self._nodes[c].entry.type == "dir"
-                )
-        self._members = sorted({e.offset for _, e in data_entries} | {self.data_end})
-        chunks_by_node: dict[int, list[Chunk]] = {}
-        for node, entry in data_entries:
-            chunks_by_node.setdefault(id(node), []).append(self._chunk(node, entry))
-        for node, _ in data_entries:
-            chunks = chunks_by_node.pop(id(node), None)
-            if chunks is not None:
-                node.chunks = self._check_chunks(node, sorted(chunks, key=lambda c: c.chunk_offset))
-                node.starts = [c.chunk_offset for c in node.chunks]
+        """The tree in one pass over the entries, then links, then chunks (a chunk ends where
+        the next member starts, so those need every offset first).
 
-    def _chunk(self, node: _Node, e: TOCEntry) -> Chunk:
-        size = node.entry.size
+        The index is a few dicts keyed by path rather than an object per path: the entry, and
+        only where there is something to say, children, link count, hardlink target, chunks.
+        Directory link counts are kept as entries arrive; a TOC naming a path twice has them
+        counted again at the end instead. Errors come in the same order as they always did.
+        """
+        entries, children, nlink = self._entries, self._children, self._nlink
+        entries[""] = self._implicit[""] = TOCEntry(name="", type="dir", mode=0o755)
+        children[""] = {}
+        nlink[""] = 2
+        # a file's content: its entry and the chunk entries right after it, each with its owner
+        pieces: list[TOCEntry] = []
+        owners: list[tuple[str, TOCEntry]] = []  # (path, file entry), one tuple per file entry
+        links: list[tuple[str, TOCEntry]] = []
+        last: tuple[str, TOCEntry] | None = None  # the regular file chunk entries extend
+        tidy = True
+        clean, add_name = clean_name, self._order.append
+        add_piece, add_owner = pieces.append, owners.append
+        for entry in self.entries:
+            kind = entry.type
+            if kind == "chunk":
+                if last is None:
+                    raise InvalidTOC(f"chunk entry {entry.name!r} does not follow a regular file")
+                add_owner(last)
+                add_piece(entry)
+                continue
+            name = clean(entry.name)
+            if name not in entries:  # the common case: a new path
+                entries[name] = entry
+                add_name(name)
+                parent, _, base = name.rpartition("/")
+                siblings = children.get(parent)
+                if siblings is None:
+                    siblings = self._dir(parent)
+                siblings[base] = name
+                if kind == "dir":
+                    children[name] = {}
+                    nlink[name] = 2
+                    nlink[parent] += 1
+            else:
+                tidy = self._replace(name, entry) and tidy
+            last = None
+            if kind == "reg":
+                last = (name, entry)
+                if entry.size > 0:
+                    add_owner(last)
+                    add_piece(entry)
+            elif kind == "hardlink":
+                links.append((name, entry))
+        if self._duplicates:  # then each path once, where its last entry is
+            links = [(name, entries[name]) for name in self._order
+                     if entries[name].type == "hardlink"]
+        for name, entry in links:
+            self._link(name, entry)
+        if not tidy:
+            for name, kids in children.items():
+                nlink[name] = 2 + sum(1 for c in kids.values() if c in children)
+        self._add_chunks(pieces, owners, tidy and not self._duplicates)
+
+    def _replace(self, name: str, entry: TOCEntry) -> bool:
+        """Enter a path seen before: an implicit directory made explicit, or a duplicate (the
+        last one wins, at its own position). False when link counts must be redone."""
+        old = self._entries[name]
+        if name == "" and entry.type != "dir":
+            raise InvalidTOC(f"root entry {entry.name!r} is a {entry.type}")
+        explicit = self._implicit.get(name) is not old
+        if explicit:
+            self._duplicates = True
+            self._order.remove(name)
+        self._entries[name] = entry
+        self._order.append(name)
+        is_dir, was_dir = entry.type == "dir", name in self._children
+        if was_dir and not is_dir:
+            del self._children[name], self._nlink[name]
+        elif is_dir and not was_dir:
+            self._children[name] = {}
+            self._nlink[name] = 2
+        if name:
+            parent, _, base = name.rpartition("/")
+            self._dir(parent)[base] = name
+        return is_dir and not explicit  # the same directory, now with its own metadata
+
+    def _link(self, name: str, entry: TOCEntry) -> None:
+        path = clean_name(entry.link_name)
+        target = self._entries.get(path)
+        hops = 0
+        while target is not None and target.type == "hardlink" and hops < 40:
+            path = clean_name(target.link_name)
+            target = self._entries.get(path)
+            hops += 1
+        if target is None or target.type in ("dir", "hardlink"):
+            raise InvalidTOC(
+                f"{name!r} is a hardlink to {entry.link_name!r}, which is not in the TOC"
+            )
+        self._targets[name] = path
+        self._nlink[path] = self._nlink.get(path, 1) + 1
+
+    def _add_chunks(self, pieces: list[TOCEntry], owners: list[tuple[str, TOCEntry]],
+                    unique: bool) -> None:
+        """Every file's chunks, checked, as runs of one list in TOC order.
+
+        A member ends where the next one starts. Writers put members in blob order, and when
+        the offsets only go up that is simply the next piece's offset, the (path, chunk) pairs
+        of :meth:`all_chunks` are already in blob order (if no path is given twice), and a
+        file's pieces, when they come in file order and cover it, need no sorting either.
+        """
+        data_end = self.data_end
+        offsets = list(map(_offset, pieces))
+        ascending = all(map(lt, offsets, itertools.islice(offsets, 1, None)))
+        if not offsets:
+            ends = []
+        elif ascending and offsets[-1] < data_end:
+            ends = [*offsets[1:], data_end]
+        else:
+            members = sorted(set(offsets) | {data_end})
+            member_end = dict(itertools.pairwise(members))
+            ends = [member_end.get(offset, data_end) for offset in offsets]  # past it: refused
+        entries, runs, flat = self._entries, self._runs, self._chunks
+        recheck: list[tuple[str, TOCEntry, int, int]] = []  # to sort, or that do not add up
+        owner: tuple[str, TOCEntry] | None = None
+        name, file, first, expect, current = "", TOCEntry("", ""), 0, 0, False
+        for this, e, end in zip(owners, pieces, ends, strict=True):
+            if this is not owner:  # a file's first piece: the file before it is complete
+                if owner is not None and expect != file.size:
+                    recheck.append((name, file, first, len(flat)))
+                owner = this
+                name, file = this
+                first, expect, current = len(flat), 0, entries[name] is file
+            length = file.size - e.chunk_offset
+            if e.chunk_size and e.chunk_size < length:
+                length = e.chunk_size
+            if (length <= 0 or length > MAX_CHUNK_SIZE or e.offset >= data_end
+                    or not e.chunk_digest):
+                raise self._bad_chunk(name, file, e)
+            flat.append(_new_chunk(e.chunk_offset, length, e.offset, e.inner_offset, end,
+                                   e.chunk_digest))
+            if current:  # not replaced by a later entry of the same path
+                runs[name] = range(first, len(flat))  # (a range: nothing for the collector)
+            expect = expect + length if e.chunk_offset == expect else -1  # -1: unordered
+        if owner is not None and expect != file.size:
+            recheck.append((name, file, first, len(flat)))
+        if ascending and unique:
+            self._blob_order = list(zip(map(_path_of, owners), flat, strict=True))
+        for name, file, first, end in recheck:  # in TOC order: the first bad file is named
+            run = sorted(flat[first:end], key=_file_order)
+            flat[first:end] = self._check_chunks(name, file, run)
+
+    def _bad_chunk(self, name: str, file: TOCEntry, e: TOCEntry) -> InvalidTOC:
+        """What is wrong with a chunk entry, checked in the order the errors are reported."""
+        size = file.size
         if e.chunk_offset >= size:
-            raise InvalidTOC(f"{node.name!r}: chunk at {e.chunk_offset} is past the file's size")
+            return InvalidTOC(f"{name!r}: chunk at {e.chunk_offset} is past the file's size")
         length = e.chunk_size or size - e.chunk_offset
         length = min(length, size - e.chunk_offset)
         if length > MAX_CHUNK_SIZE:
-            raise InvalidTOC(
-                f"{node.name!r}: chunk of {length} bytes at file offset {e.chunk_offset} "
+            return InvalidTOC(
+                f"{name!r}: chunk of {length} bytes at file offset {e.chunk_offset} "
                 f"exceeds the {MAX_CHUNK_SIZE}-byte limit"
             )
         if e.offset >= self.data_end:
-            raise InvalidTOC(
-                f"{node.name!r}: chunk offset {e.offset} is past the end of the blob's data "
+            return InvalidTOC(
+                f"{name!r}: chunk offset {e.offset} is past the end of the blob's data "
                 f"({self.data_end})"
             )
-        if not e.chunk_digest:
-            raise InvalidTOC(f"{node.name!r}: chunk at {e.chunk_offset} has no chunkDigest")
-        end = self._members[bisect.bisect_right(self._members, e.offset)]
-        return Chunk(e.chunk_offset, length, e.offset, e.inner_offset, end, e.chunk_digest)
+        return InvalidTOC(f"{name!r}: chunk at {e.chunk_offset} has no chunkDigest")
 
     @staticmethod
-    def _check_chunks(node: _Node, chunks: list[Chunk]) -> list[Chunk]:
+    def _check_chunks(name: str, file: TOCEntry, chunks: list[Chunk]) -> list[Chunk]:
         expect = 0
         for c in chunks:
             if c.chunk_offset != expect:
                 raise InvalidTOC(
-                    f"{node.name!r}: chunks leave a gap or overlap at file offset {expect}"
+                    f"{name!r}: chunks leave a gap or overlap at file offset {expect}"
                 )
             expect += c.size
-        if expect != node.entry.size:
+        if expect != file.size:
             raise InvalidTOC(
-                f"{node.name!r}: chunks cover {expect} bytes of a {node.entry.size}-byte file"
+                f"{name!r}: chunks cover {expect} bytes of a {file.size}-byte file"
             )
         return chunks
 
     # --- metadata --------------------------------------------------------------------------
 
-    def _node(self, path: str) -> _Node:
-        node = self._nodes.get(clean_name(path))
-        if node is None:
+    def _path(self, path: str) -> str:
+        name = clean_name(path)
+        if name not in self._entries:
             raise NotFound(f"{path!r}: no such entry in the blob")
-        return node
+        return name
 
-    def _info(self, node: _Node) -> FileInfo:
-        e = node.content.entry
+    def _info(self, name: str) -> FileInfo:
+        target = self._targets.get(name)
+        content = name if target is None else target
+        e = self._entries[content]
         return FileInfo(
-            name=node.name,
+            name=name,
             type=e.type,
             size=e.size,
             mode=e.mode,
@@ -426,34 +566,48 @@ class BlobReader:
             dev_minor=e.dev_minor,
             xattrs=e.xattrs,
             digest=e.digest,
-            nlink=node.content.nlink,
-            hardlink_to=node.content.name if node.target is not None else None,
+            nlink=self._nlink.get(content, 1),
+            hardlink_to=target,
         )
 
     def lookup(self, path: str) -> FileInfo | None:
-        node = self._nodes.get(clean_name(path))
-        return None if node is None else self._info(node)
+        name = clean_name(path)
+        return self._info(name) if name in self._entries else None
 
     def stat(self, path: str) -> FileInfo:
-        return self._info(self._node(path))
+        return self._info(self._path(path))
 
     def listdir(self, path: str = "") -> list[str]:
-        node = self._node(path)
-        if node.entry.type != "dir":
+        children = self._children.get(self._path(path))
+        if children is None:
             raise NotFound(f"{path!r} is not a directory")
-        return sorted(node.children)
+        return sorted(children)
 
     def walk(self) -> Iterator[FileInfo]:
         """Every entry, explicit ones in TOC order after the implicit directories."""
-        explicit = set(self._order)
-        for name, node in self._nodes.items():
-            if name not in explicit and name:
-                yield self._info(node)
-        for name in self._order:
-            yield self._info(self._nodes[name])
+        for name in self.names():
+            yield self._info(name)
+
+    def names(self) -> list[str]:
+        """The paths :meth:`walk` visits, in its order, for callers that need no metadata."""
+        entries = self._entries
+        implicit = [name for name, e in self._implicit.items() if name and entries[name] is e]
+        return implicit + self._order
+
+    def hardlinks(self) -> list[str]:
+        """The paths that are hardlinks (sharing their target's content and inode)."""
+        return list(self._targets)
 
     def chunks(self, path: str) -> list[Chunk]:
-        return list(self._node(path).content.chunks)
+        return self._chunks_of(self._content(self._path(path)))
+
+    def _content(self, name: str) -> str:
+        """Where the content of ``name`` is: a hardlink's target, or itself."""
+        return self._targets.get(name, name)
+
+    def _chunks_of(self, name: str) -> list[Chunk]:
+        run = self._runs.get(name, _NO_CHUNKS)
+        return self._chunks[run.start:run.stop]
 
     # --- content ---------------------------------------------------------------------------
 
@@ -520,14 +674,14 @@ class BlobReader:
 
     def all_chunks(self) -> list[tuple[str, Chunk]]:
         """Every chunk of every file, in blob order (hardlinks counted once)."""
-        out = [
-            (name, c)
-            for name in self._order
-            if self._nodes[name].entry.type == "reg"
-            for c in self._nodes[name].chunks
-        ]
-        out.sort(key=lambda nc: (nc[1].offset, nc[1].inner_offset))
-        return out
+        if self._blob_order is None:  # the index never changes: sort once (a race sorts twice)
+            entries = self._entries
+            with paused_gc():
+                out = [(name, c) for name in self._order if entries[name].type == "reg"
+                       for c in self._chunks_of(name)]
+                out.sort(key=_blob_order)
+            self._blob_order = out
+        return list(self._blob_order)
 
     def fetch_range(self, chunks: list[tuple[str, Chunk]]) -> int:
         """Fetch the members holding ``chunks`` in ONE read, verify and cache every chunk.
@@ -565,22 +719,24 @@ class BlobReader:
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """``size`` bytes of a regular file from ``offset`` (all to the end when negative)."""
-        node = self._node(path).content
-        if node.entry.type != "reg":
+        name = self._content(self._path(path))
+        entry = self._entries[name]
+        if entry.type != "reg":
             raise NotFound(f"{path!r} is not a regular file")
-        file_size = node.entry.size
+        file_size = entry.size
         if offset < 0:
             raise ValueError("negative offset")
         end = file_size if size < 0 else min(file_size, offset + size)
         if offset >= end:
             return b""
-        chunks = node.chunks
-        i = bisect.bisect_right(node.starts, offset) - 1
+        chunks = self._chunks
+        run = self._runs[name]
+        i = bisect.bisect_right(chunks, offset, run.start, run.stop, key=_file_order) - 1
         out = []
         pos = offset
         while pos < end:
             c = chunks[i]
-            data = self.read_chunk(node.name, c)
+            data = self.read_chunk(name, c)
             lo = pos - c.chunk_offset
             hi = min(c.size, end - c.chunk_offset)
             out.append(data[lo:hi])
@@ -602,14 +758,14 @@ class BlobReader:
         """Check every chunk and every file digest; returns path -> sha256 of each file."""
         digests: dict[str, str] = {}
         for name in self._order:
-            node = self._nodes[name]
-            if node.entry.type != "reg":
+            entry = self._entries[name]
+            if entry.type != "reg":
                 continue
             h = hashlib.sha256()
-            for c in node.chunks:
+            for c in self._chunks_of(name):
                 h.update(self.read_chunk(name, c))
             got = "sha256:" + h.hexdigest()
-            want = node.entry.digest
+            want = entry.digest
             if want and got != want:
                 raise ChunkDigestMismatch(f"{name!r}: content digest {got}, TOC says {want}")
             digests[name] = got

@@ -8,6 +8,7 @@ knows about FUSE: the adapter in :mod:`estargz.lazy.fuse` maps ``None`` to ENOEN
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from collections.abc import Callable
@@ -81,22 +82,37 @@ class LayerFS:
         self.on_bad_data = on_bad_data
         self.whiteouts: dict[str, set[str]] = {}
         self.opaque: set[str] = set()
-        names = [""]
-        for info in reader.walk():
-            parent, _, base = info.name.rpartition("/")
+        names = reader.names()
+        links = set(reader.hardlinks())
+        special = links.union(name for name in names if WHITEOUT_PREFIX in name)
+        if special:  # most layers have neither: their names are numbered as they come
+            names = self._sort_out(names, special, links, bottom)
+        # numbered once, here: FUSE calls arrive on many threads, and two files that got the
+        # same number would look like hardlinks to tar, cp -a and du
+        self._inodes = dict(zip(dict.fromkeys(["", *names]), itertools.count(1)))
+        self._statfs: dict[str, Any] | None = None
+
+    def _sort_out(self, names: list[str], special: set[str], links: set[str],
+                  bottom: bool) -> list[str]:
+        """The names that get an inode: whiteout markers give way to the names they hide (or
+        to nothing in the bottom layer), opaque markers mark their directory, hardlinks share
+        their target's number."""
+        kept = []
+        for name in names:
+            if name not in special:
+                kept.append(name)
+                continue
+            parent, _, base = name.rpartition("/")
             if base.startswith(WHITEOUT_PREFIX) and bottom:
                 continue
             if base == OPAQUE_MARKER:
                 self.opaque.add(parent)
             elif base.startswith(WHITEOUT_PREFIX):
                 self.whiteouts.setdefault(parent, set()).add(base[len(WHITEOUT_PREFIX):])
-                names.append(f"{parent}/{base[len(WHITEOUT_PREFIX):]}".lstrip("/"))
-            elif not info.hardlink_to:
-                names.append(info.name)
-        # numbered once, here: FUSE calls arrive on many threads, and two files that got the
-        # same number would look like hardlinks to tar, cp -a and du
-        self._inodes = {name: i for i, name in enumerate(dict.fromkeys(names), start=1)}
-        self._statfs: dict[str, Any] | None = None
+                kept.append(f"{parent}/{base[len(WHITEOUT_PREFIX):]}".lstrip("/"))
+            elif name not in links:
+                kept.append(name)
+        return kept
 
     @staticmethod
     def _name(path: str) -> str:
