@@ -218,7 +218,7 @@ def test_prioritized_files_are_prefetched_in_one_request(images: Images, mounts:
         assert landmark > 0
         fetched = _settled(mounts, mount, index, 0)
         size = reader.source.size
-        rpull_tail = max(0, size - (256 << 10))  # rpull reads footer and TOC from there
+        rpull_tail = max(0, size - (512 << 10))  # rpull reads footer and TOC from there
         gets = [r for r in _blob_gets(proxy, digest) if r[0] != rpull_tail]
         head = [c for _, c in reader.all_chunks() if c.offset < landmark]
         start = head[0].offset  # one request from the first member to the landmark,

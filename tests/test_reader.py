@@ -11,21 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from estargz.errors import NotFound, TOCDigestMismatch
+from estargz.errors import InvalidTOC, NotFound, TOCDigestMismatch
 from estargz.format import (
     BlobReader,
-    BuildOptions,
     BuildResult,
     BytesSource,
     FileSource,
     Footer,
     TOCEntry,
     UnverifiedBlob,
-    build,
     encode_toc,
     open_blob,
+    read_toc,
 )
-from tarbuild import make_tar, member
+from tarbuild import convert, make_tar, member, with_toc_json
 
 BLOB_DATA = bytes(range(50))  # 50 bytes: with chunk size 7, 8 chunks, the last of 1 byte
 
@@ -63,12 +62,6 @@ LAYOUTS = {
     "min-chunk-small": {"chunk_size": 7, "min_chunk_size": 1000},
     "one-chunk": {},
 }
-
-
-def convert(tar: bytes, **options: object) -> tuple[bytes, BuildResult]:
-    out = io.BytesIO()
-    result = build(io.BytesIO(tar), out, BuildOptions(**options))  # type: ignore[arg-type]
-    return out.getvalue(), result
 
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
@@ -414,3 +407,21 @@ def test_prefetch_size_is_looked_up_once_per_entries_list() -> None:
     assert blob.skip_verify().prefetch_size == 50
     blob.entries = blob.entries[:1]
     assert blob.prefetch_size == 0
+
+
+def test_read_toc_checks_nothing_but_the_framing() -> None:
+    """read_toc gives the TOC bytes and their digest without parsing them (rpull compares the
+    digest with the manifest and leaves parsing to the layer server); decode() parses."""
+    blob, result = convert(make_tar(member("a", data=b"x" * 100)))
+    raw = read_toc(blob)
+    assert raw.toc_digest == result.toc_digest == open_blob(blob).toc_digest
+    assert raw.toc_json == open_blob(blob).toc_json
+    assert raw.decode().verify_toc(result.toc_digest).read("a") == b"x" * 100
+
+    broken = with_toc_json(blob, b'{"version": 1, "entries": [{"name": 7}]}')
+    raw = read_toc(broken)  # framing is fine: the bytes and their digest are there
+    assert raw.toc_digest == "sha256:" + hashlib.sha256(raw.toc_json).hexdigest()
+    with pytest.raises(InvalidTOC, match="name"):
+        raw.decode()
+    with pytest.raises(InvalidTOC, match="name"):
+        open_blob(broken)

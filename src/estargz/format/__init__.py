@@ -10,9 +10,11 @@ from estargz.format.reader import (
     BlobReader,
     Chunk,
     FileInfo,
+    RawTOC,
     UnverifiedBlob,
     open_blob,
     parse_toc_blob,
+    read_toc,
 )
 from estargz.format.source import BlobSource, BytesSource, FileSource
 from estargz.format.toc import decode_toc, encode_toc, toc_digest
@@ -29,6 +31,7 @@ __all__ = [
     "FileInfo",
     "FileSource",
     "Footer",
+    "RawTOC",
     "TOCEntry",
     "UnverifiedBlob",
     "build",
@@ -41,5 +44,6 @@ __all__ = [
     "open_blob",
     "parse_footer",
     "parse_toc_blob",
+    "read_toc",
     "toc_digest",
 ]

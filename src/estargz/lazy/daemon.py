@@ -23,7 +23,6 @@ from pathlib import Path
 
 from setproctitle import setproctitle
 
-from estargz.format.reader import UnverifiedBlob
 from estargz.lazy.spec import MountSpec, write_json
 
 __all__ = ["Daemon", "detach", "is_mounted", "main", "spawn"]
@@ -113,45 +112,50 @@ class _Child:
             time.sleep(0.02)
 
 
-def _serve_layer(spec: MountSpec, index: int, blob: UnverifiedBlob | None,
-                 mounted_fd: int) -> int:
+def _serve_layer(spec: MountSpec, index: int, feed: int | None, mounted_fd: int) -> int:
     """Body of a forked layer server: never returns into the daemon's code.
 
-    It writes one line to ``mounted_fd``: its index once the kernel has initialised its FUSE
-    session, or its index and the reason it cannot serve.
+    It writes one line to ``mounted_fd`` once the kernel has initialised its FUSE session:
+    ``INDEX ok ENTRIES PREFETCH`` (TOC entries, bytes of the landmark range), or
+    ``INDEX failed REASON``.
     """
-    from estargz.lazy.server import LayerServer
+    from estargz.lazy.server import LayerServer, run_layer
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     setproctitle(f"estargz layer {spec.layers[index].digest[7:19]} {spec.layers[index].mountpoint}")
 
-    def report(error: str = "") -> None:
-        line = f"{index} {error}".strip().replace("\n", " ")
+    def say(line: str) -> None:
         with contextlib.suppress(OSError):
-            os.write(mounted_fd, line.encode(errors="replace")[:4000] + b"\n")
+            os.write(mounted_fd, line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n")
             os.close(mounted_fd)
 
+    def mounted(server: LayerServer) -> None:
+        say(f"{index} ok {len(server.reader.entries)} {server.reader.prefetch_size}")
+
     try:
-        server = LayerServer(spec, index, blob)
-        log.info("%s: serving at %s", server.label, server.layer.mountpoint)
-        server.run(on_mounted=report, on_failed=report)
+        run_layer(spec, index, feed, on_mounted=mounted,
+                  on_failed=lambda why: say(f"{index} failed {why}"))
         return 0
     except BaseException as exc:
         log.error("layer %d: %s", index, exc)
-        report(f"{type(exc).__name__}: {exc}")
+        say(f"{index} failed {type(exc).__name__}: {exc}")
         return 1
 
 
 class Daemon:
-    """``ready_fd``: where to say ``ready`` or ``failed: why`` once, for the waiting rpull."""
+    """``feeds``: per layer, the pipe on which ``rpull`` sends the layer's TOC (None: the layer
+    servers read the TOCs from the store). ``ready_fd``: where to say ``ready`` or
+    ``failed: why`` once, for the waiting rpull."""
 
-    def __init__(self, spec: MountSpec, blobs: list[UnverifiedBlob] | None = None,
+    def __init__(self, spec: MountSpec, feeds: list[int] | None = None,
                  ready_fd: int | None = None) -> None:
         self.spec = spec
-        self.blobs = blobs
+        self.feeds = feeds
         self.ready_fd = ready_fd
         self.servers: list[_Child] = []
+        self.layer_info: dict[int, tuple[int, int]] = {}
+        """Per layer, once mounted: TOC entries and prefetch bytes."""
         self.stopping = False
 
     def _close_ready(self) -> None:
@@ -177,9 +181,15 @@ class Daemon:
                 if pid == 0:
                     os.close(readable)
                     self._close_ready()
-                    blob = self.blobs[i] if self.blobs else None
-                    os._exit(_serve_layer(self.spec, i, blob, writable))
+                    feed = self.feeds[i] if self.feeds else None
+                    for other in self.feeds or []:
+                        if other != feed:
+                            os.close(other)
+                    os._exit(_serve_layer(self.spec, i, feed, writable))
                 self.servers.append(_Child(pid))
+            for feed in self.feeds or []:
+                os.close(feed)  # the servers have them
+            self.feeds = None
             os.close(writable)
             writable = -1
             self._wait_mounted(readable)
@@ -198,9 +208,11 @@ class Daemon:
             if data:
                 *lines, buf = (buf + data).split(b"\n")
                 for line in lines:
-                    number, _, error = line.decode(errors="replace").partition(" ")
-                    if error:
-                        raise RuntimeError(f"layer {number}: {error}")
+                    number, state, rest = line.decode(errors="replace").split(" ", 2)
+                    if state != "ok":
+                        raise RuntimeError(f"layer {number}: {rest}")
+                    entries, prefetch = rest.split()
+                    self.layer_info[int(number)] = (int(entries), int(prefetch))
                     pending.discard(int(number))
                 continue
             if waiting:  # end of file: every server has reported or exited
@@ -233,7 +245,8 @@ class Daemon:
             self.start_servers()
             _overlay(self.spec)
             _status(self.spec, "ready", mountpoint=self.spec.mountpoint)
-            self._tell("ready")
+            info = [self.layer_info[i] for i in range(len(self.spec.layers))]
+            self._tell("ready " + " ".join(f"{n}/{p}" for n, p in info))
             log.info("%s mounted at %s", self.spec.image, self.spec.mountpoint)
             while not self.stopping:
                 for i, proc in enumerate(self.servers):
@@ -291,23 +304,29 @@ def detach(log_path: Path) -> bool:
     return True
 
 
-def spawn(spec: MountSpec, blobs: list[UnverifiedBlob] | None = None) -> int:
-    """Start the daemon detached from the caller, reusing its parsed TOCs; returns the read
-    end of a pipe on which the daemon says ``ready`` or ``failed: why`` (EOF: it died).
+def spawn(spec: MountSpec) -> tuple[int, list[int]]:
+    """Start the daemon of ``spec`` detached from the caller, before the layers' TOCs are read:
+    its layer servers mount meanwhile. Returns the read end of a pipe on which the daemon says
+    ``ready`` or ``failed: why`` (EOF: it died), and per layer the pipe to hand the layer's TOC
+    to its server with :func:`send_layer` (closing one unsent makes that server give up).
 
-    Forking instead of starting a new interpreter saves the imports and the TOC parsing: the
-    mount answers sooner.
+    Forking instead of starting a new interpreter saves the imports: the mount answers sooner.
     """
-    readable, writable = os.pipe()
+    ready_r, ready_w = os.pipe()
+    feeds = [os.pipe() for _ in spec.layers]
     if not detach(spec.dir / "daemon.log"):
-        os.close(writable)
-        return readable
+        os.close(ready_w)
+        for r, _ in feeds:
+            os.close(r)
+        return ready_r, [w for _, w in feeds]
     code = 1
     try:
-        os.close(readable)
+        os.close(ready_r)
+        for _, w in feeds:
+            os.close(w)
         gc.enable()  # (a service worker that forked this runs without the collector)
         _logging()
-        code = Daemon(spec, blobs, ready_fd=writable).run()
+        code = Daemon(spec, [r for r, _ in feeds], ready_fd=ready_w).run()
     finally:
         os._exit(code)
 

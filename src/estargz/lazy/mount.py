@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estargz.errors import EstargzError, InvalidTOC, RegistryError
-from estargz.format import BuildOptions, build, open_blob
-from estargz.format.reader import UnverifiedBlob
+from estargz.format import BuildOptions, RawTOC, build, read_toc
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
 from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.lazy.daemon import is_mounted, spawn
 from estargz.lazy.remote import ResilientSource
-from estargz.lazy.spec import LayerSpec, MountSpec, read_json
+from estargz.lazy.spec import LayerSpec, MountSpec, read_json, send_layer
 from estargz.registry import Reference, RegistryClient
 from estargz.store import ImageStore
 
@@ -97,8 +96,9 @@ def _external_toc(client: RegistryClient, ref: Reference, toc_ref: str | None,
 
 
 def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
-                 toc_ref: str | None) -> tuple[UnverifiedBlob | None, str]:
-    """The verified-to-be TOC of a remote layer, or why the layer cannot be lazy."""
+                 toc_ref: str | None) -> tuple[RawTOC | None, str]:
+    """A remote layer's footer and TOC, their digest checked against the manifest's annotation
+    (parsing is the layer server's), or why the layer cannot be lazy."""
     if layer.media_type not in LAYER_GZIP_TYPES:
         return None, f"media type {layer.media_type} is not a gzip layer"
     want = layer.annotations.get(TOC_JSON_DIGEST_ANNOTATION)
@@ -107,7 +107,7 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
                       "converted without --oci so Docker media types dropped it)")
     source = ResilientSource(client.blob(ref.repository, layer.digest, layer.size), timeout=30)
     try:
-        blob = open_blob(source)
+        blob = read_toc(source)
     except InvalidTOC as exc:
         if not exc.needs_external_toc:
             return None, f"not eStargz: {exc}"
@@ -115,7 +115,7 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
         if toc is None:
             return None, why
         try:
-            blob = open_blob(source, external_toc=toc)
+            blob = read_toc(source, external_toc=toc)
         except EstargzError as exc:
             return None, f"external TOC unusable: {exc}"
     except EstargzError as exc:
@@ -126,7 +126,7 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
 
 
 def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer: Descriptor
-                ) -> tuple[UnverifiedBlob, str]:
+                ) -> tuple[RawTOC, str]:
     """Fetch a layer completely and convert it to eStargz in the store."""
     if layer.media_type not in LAYER_GZIP_TYPES | LAYER_TAR_TYPES:
         raise MountError(f"layer {layer.digest}: unsupported media type {layer.media_type}")
@@ -138,7 +138,7 @@ def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer
         build(store.blob_path(layer.digest), writer,  # type: ignore[arg-type]
                        BuildOptions(compression_level=1))
         local = writer.commit()
-    return open_blob(store.blob_source(local)), local
+    return read_toc(store.blob_source(local)), local
 
 
 def rpull(
@@ -156,7 +156,11 @@ def rpull(
     user: str = "",
     say: Callable[[str], None] = lambda _m: None,
 ) -> MountSpec:
-    """Prepare the layers of ``ref``, start its mount daemon, return once the mount answers."""
+    """Prepare the layers of ``ref``, start its mount daemon, return once the mount answers.
+
+    The daemon starts as soon as the manifest is known, so its layer servers mount while the
+    TOCs are fetched; each gets its layer's TOC on a pipe as soon as it is checked.
+    """
     top, manifest, documents = _choose(client, ref, platform)
     ident = hashlib.sha256(f"{ref}{time.time_ns()}".encode()).hexdigest()[:12]
     state = _state_root(store) / ident
@@ -165,33 +169,51 @@ def rpull(
         raise MountError(f"{target} is already a mountpoint")
     state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
     try:
-        layers, blobs, config = _prepare_layers(store, client, ref, manifest, state, toc_image,
-                                                say)
         spec = MountSpec(
             id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
             mountpoint=target, store_root=str(store.root), registry=ref.registry,
             repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify,
-            user=user, upper=upper, background_fetch=background_fetch, layers=layers,
+            user=user, upper=upper, background_fetch=background_fetch,
+            layers=[LayerSpec(d.digest, d.size, str(state / "layers" / str(i)))
+                    for i, d in enumerate(manifest.layers)],
         )
         spec.save()
         sys.stdout.flush()
         sys.stderr.flush()
-        # the daemon gets the parsed TOCs; the store is written while it mounts
-        ready = spawn(spec, blobs)
+        ready, feeds = spawn(spec)
         try:
-            with store.lease():
-                for layer, blob in zip(layers, blobs, strict=True):
-                    store.put_meta(layer.digest, "toc.json", blob.toc_json)
+            def feed(index: int, layer: LayerSpec, toc_json: bytes) -> None:
+                try:
+                    send_layer(feeds[index], layer, toc_json)
+                except BrokenPipeError:
+                    _wait_ready(spec, ready)  # the daemon failed: say why
+                    raise
+                os.close(feeds[index])
+                feeds[index] = -1
+
+            layers, tocs, config = _prepare_layers(store, client, ref, manifest, state,
+                                                   toc_image, say, feed)
+            spec.layers = layers
+            spec.save()
+            with store.lease():  # while the layer servers parse and index
+                for layer, toc_json in zip(layers, tocs, strict=True):
+                    store.put_meta(layer.digest, "toc.json", toc_json)
                 store.put_blob(config, manifest.config.digest)
                 for desc, raw in documents:
                     store.put_blob(raw, desc.digest)
                 store.set_images({str(ref): top}, require_layers=False)
-            _wait_ready(spec, ready)
+            info = _wait_ready(spec, ready)
         finally:
-            os.close(ready)
+            for fd in [ready, *feeds]:
+                if fd >= 0:
+                    os.close(fd)
     except BaseException:
         _discard(state, None if mountpoint else target)
         raise
+    for i, (layer, (entries, prefetch)) in enumerate(zip(spec.layers, info, strict=True)):
+        if not layer.local:
+            say(f"layer {i} {layer.digest[:19]}: lazy (TOC {layer.toc_digest[:19]} verified, "
+                f"{entries} entries, prefetch {prefetch} bytes)")
     return spec
 
 
@@ -203,39 +225,43 @@ def _prepare_layers(
     state: Path,
     toc_image: str | None,
     say: Callable[[str], None],
-) -> tuple[list[LayerSpec], list[UnverifiedBlob], bytes]:
-    """Per layer: its verified TOC (remote) or a local eStargz copy (pulled whole); and the
-    config. The config and every layer's footer and TOC are fetched at the same time."""
+    feed: Callable[[int, LayerSpec, bytes], None],
+) -> tuple[list[LayerSpec], list[bytes], bytes]:
+    """Per layer: its checked TOC (remote), or a local eStargz copy (pulled whole), handed to
+    its layer server with ``feed`` as soon as it is ready; and the config. The config and every
+    layer's footer and TOC are fetched at the same time; lazy layers are fed before any layer
+    is pulled whole."""
     with ThreadPoolExecutor(max_workers=min(8, len(manifest.layers) + 1)) as pool:
         config_job = pool.submit(client.get_blob, ref.repository, manifest.config.digest)
         jobs = [pool.submit(_open_remote, client, ref, layer, toc_image)
                 for layer in manifest.layers]
         opened = [job.result() for job in jobs]
         config = config_job.result()
-    layers: list[LayerSpec] = []
-    blobs: list[UnverifiedBlob] = []
+    layers: list[LayerSpec | None] = [None] * len(opened)
+    tocs: list[bytes] = [b""] * len(opened)
+
+    def describe(i: int, blob: RawTOC, digest: str, size: int, local: bool,
+                 reason: str) -> None:
+        layer = LayerSpec(
+            digest=digest, size=size, mountpoint=str(state / "layers" / str(i)),
+            toc_digest=blob.toc_digest, footer_kind=blob.footer.kind,
+            footer_size=blob.footer.size, toc_offset=blob.footer.toc_offset,
+            data_end=blob.data_end, local=local, reason=reason,
+        )
+        layers[i], tocs[i] = layer, blob.toc_json
+        feed(i, layer, blob.toc_json)
+
+    for i, (desc, (remote, reason)) in enumerate(zip(manifest.layers, opened, strict=True)):
+        if remote is None:
+            say(f"layer {i} {desc.digest[:19]}: NOT lazy: {reason}; pulling it whole")
+        else:
+            describe(i, remote, desc.digest, desc.size, False, "lazy")
     with store.lease():
-        for i, (layer, (remote, reason)) in enumerate(zip(manifest.layers, opened, strict=True)):
-            digest, size = layer.digest, layer.size
+        for i, (desc, (remote, reason)) in enumerate(zip(manifest.layers, opened, strict=True)):
             if remote is None:
-                say(f"layer {i} {layer.digest[:19]}: NOT lazy: {reason}; pulling it whole")
-                blob, digest = _pull_whole(client, store, ref, layer)
-                size = store.blob_size(digest)
-            else:
-                blob = remote
-            blobs.append(blob)
-            prefetch = blob.prefetch_size
-            layers.append(LayerSpec(
-                digest=digest, size=size, toc_digest=blob.toc_digest,
-                footer_kind=blob.footer.kind, footer_size=blob.footer.size,
-                toc_offset=blob.footer.toc_offset, data_end=blob.data_end, local=remote is None,
-                reason=reason or "lazy", mountpoint=str(state / "layers" / str(i)),
-                prefetch_size=prefetch,
-            ))
-            if remote is not None:
-                say(f"layer {i} {layer.digest[:19]}: lazy (TOC {blob.toc_digest[:19]} verified, "
-                    f"{len(blob.entries)} entries, prefetch {prefetch} bytes)")
-    return layers, blobs, config
+                blob, digest = _pull_whole(client, store, ref, desc)
+                describe(i, blob, digest, store.blob_size(digest), True, reason)
+    return [layer for layer in layers if layer is not None], tocs, config
 
 
 def _discard(state: Path, default_target: str | None) -> None:
@@ -255,17 +281,19 @@ def _discard(state: Path, default_target: str | None) -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _wait_ready(spec: MountSpec, ready: int, timeout: float = 90.0) -> None:
-    """Until the daemon says the mount is ready (on the pipe ``ready``), or fails, or dies."""
+def _wait_ready(spec: MountSpec, ready: int, timeout: float = 90.0) -> list[tuple[int, int]]:
+    """Until the daemon says the mount is ready (on the pipe ``ready``), or fails, or dies.
+    Returns, per layer, the number of TOC entries and the bytes of the prefetch range."""
     deadline = time.monotonic() + timeout
     said = b""
     while time.monotonic() < deadline:
         if not select.select([ready], [], [], 0.5)[0]:
             continue
-        data = os.read(ready, 4096)
+        data = os.read(ready, 65536)
         said += data
-        if said.startswith(b"ready"):
-            return
+        if said.startswith(b"ready") and (said.endswith(b"\n") or not data):
+            pairs = [field.split("/") for field in said.decode().split()[1:]]
+            return [(int(n), int(p)) for n, p in pairs]
         if data:
             continue
         status = read_json(spec.dir / "status.json") or {}

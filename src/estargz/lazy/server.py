@@ -1,9 +1,13 @@
 """One layer's FUSE server: ``python -m estargz.lazy.server SPEC LAYER_INDEX``.
 
-Started by the mount daemon, one process per layer (libfuse serves one session per process).
-Before serving it checks the TOC against the manifest's digest again; then it prefetches the
-landmark range in one request, fetches the rest in the background at low priority (paused while
-the workload reads), and keeps its statistics in ``stats-N.json`` for ``estargz i mounts``.
+Started by the mount daemon, one process per layer (libfuse serves one session per process),
+as soon as ``rpull`` knows the layers: it mounts while ``rpull`` is still fetching the TOCs.
+The TOC arrives on a pipe (or, run on its own, from the store); the server parses it, checks it
+against the manifest's digest again and indexes it while the kernel sets the mount up, and
+answers the kernel's INIT only then: until that moment the kernel holds every request back, so
+nothing is served from a TOC that was not checked. Then it prefetches the landmark range in one
+request, fetches the rest in the background at low priority (paused while the workload reads),
+and keeps its statistics in ``stats-N.json`` for ``estargz i mounts``.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ from pathlib import Path
 from estargz.format import BlobReader, BlobSource, Chunk
 from estargz.format.footer import Footer
 from estargz.format.reader import UnverifiedBlob
+from estargz.format.types import MAX_TOC_SIZE
 from estargz.lazy.cache import DiskChunkCache
 from estargz.lazy.fuse import LayerOperations, serve
 from estargz.lazy.layerfs import LayerFS
 from estargz.lazy.remote import FetchStats, ResilientSource
-from estargz.lazy.spec import LayerSpec, MountSpec, write_json
+from estargz.lazy.spec import LayerSpec, MountSpec, receive_layer, write_json
 from estargz.registry import Credentials, RegistryClient
 from estargz.store import ImageStore
 
-__all__ = ["LayerServer", "main"]
+__all__ = ["LayerServer", "main", "run_layer"]
 
 log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
@@ -37,43 +42,32 @@ _BACKGROUND_DELAY = 1.0
 
 
 class LayerServer:
-    """One layer's FUSE server. The TOC index is built on a thread while the kernel sets the
-    mount up; the kernel's INIT is answered only once it is ready, and until then the kernel
-    holds every request back: nothing is served from a TOC that was not checked."""
+    """What serves one layer: its source, its verified TOC index, its chunk cache."""
 
-    def __init__(self, spec: MountSpec, index: int, blob: UnverifiedBlob | None = None) -> None:
-        """``blob``: the TOC already parsed by ``rpull`` (when forked from it), else re-read."""
+    def __init__(self, spec: MountSpec, index: int, layer: LayerSpec,
+                 toc_json: bytes | None = None) -> None:
+        """``toc_json``: the TOC bytes ``rpull`` read; None to take them from the store."""
         self.spec = spec
         self.index = index
-        self.layer: LayerSpec = spec.layers[index]
-        self.label = f"layer {index} {self.layer.digest[:19]}"
+        self.layer = layer
+        self.label = f"layer {index} {layer.digest[:19]}"
         self.store = ImageStore(spec.store_root, create=False)
         self.stats = FetchStats()
         self.source = self._source()
-        if blob is None:
-            toc_json = self.store.get_meta(self.layer.digest, "toc.json")
+        if toc_json is None:
+            toc_json = self.store.get_meta(layer.digest, "toc.json")
             if toc_json is None:
                 raise RuntimeError(f"{self.label}: the TOC is not in the store")
-            footer = Footer(self.layer.footer_kind, self.layer.footer_size,
-                            self.layer.toc_offset)
-            blob = UnverifiedBlob(self.source, footer, toc_json, self.layer.data_end)
-        blob.source = self.source  # this process's own connection
-        self.blob = blob
-        self.cache = DiskChunkCache(Path(spec.store_root) / "cache", self.layer.digest[7:],
+        footer = Footer(layer.footer_kind, layer.footer_size, layer.toc_offset)
+        blob = UnverifiedBlob(self.source, footer, toc_json, layer.data_end)
+        self.cache = DiskChunkCache(Path(spec.store_root) / "cache", layer.digest[7:],
                                     spec.cache_bytes)
-        self.ops = LayerOperations(self.label)
-        self.reader: BlobReader | None = None
-        self.chunks: list[tuple[str, Chunk]] = []
-
-    def build(self) -> BlobReader:
-        """Check the TOC against the manifest's digest and index it (the slow part of a start)."""
-        reader = self.blob.verify_toc(self.layer.toc_digest, chunk_cache=self.cache)
+        self.reader: BlobReader = blob.verify_toc(layer.toc_digest, chunk_cache=self.cache)
         forget = self.source.forget if isinstance(self.source, ResilientSource) else None
-        self.ops.attach(LayerFS(reader, on_bad_data=forget, bottom=self.index == 0))
-        self.chunks = reader.all_chunks()
-        self.reader = reader
+        self.fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
+        self.chunks = self.reader.all_chunks()
+        self.ops: LayerOperations | None = None
         gc.freeze()  # the index never changes: the collector need not walk it again
-        return reader
 
     def _source(self) -> BlobSource:
         if self.layer.local:
@@ -93,8 +87,6 @@ class LayerServer:
     def prefetch(self) -> None:
         """``[0, .prefetch.landmark)`` in one request, then (optionally) everything else."""
         reader = self.reader
-        if reader is None:
-            return
         try:
             landmark = reader.prefetch_size
             if landmark:
@@ -122,7 +114,7 @@ class LayerServer:
         log.info("%s: background fetch complete", self.label)
 
     def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
-        while self.ops.active_reads:  # on-demand reads first
+        while self.ops is not None and self.ops.active_reads:  # on-demand reads first
             time.sleep(0.01)
         try:
             reader.fetch_range(group)
@@ -159,36 +151,56 @@ class LayerServer:
                 last = now
             time.sleep(_STATS_INTERVAL)
 
-    def run(self, on_mounted: Callable[[], None] | None = None,
-            on_failed: Callable[[str], None] | None = None) -> None:
-        """Serve until unmounted; ``on_mounted`` is called once the mount answers, ``on_failed``
-        with the reason if the TOC cannot be indexed (the process then exits)."""
-        failure: list[BaseException] = []
+    def start(self, ops: LayerOperations) -> None:
+        """Serve through ``ops``; prefetch and statistics run from here on."""
+        self.ops = ops
+        ops.attach(self.fs)
+        threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
+        threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
 
-        def build() -> None:
-            try:
-                self.build()
-            except BaseException as exc:
-                failure.append(exc)
 
-        builder = threading.Thread(target=build, name="index")
-        builder.start()
+def run_layer(spec: MountSpec, index: int, feed: int | None = None,
+              on_mounted: Callable[[LayerServer], None] | None = None,
+              on_failed: Callable[[str], None] | None = None) -> None:
+    """Mount layer ``index`` and serve it until unmounted. The layer and its TOC come from
+    ``feed`` (a pipe ``rpull`` writes with :func:`send_layer`) or, without one, from the spec
+    and the store. ``on_mounted`` is called once the mount answers; ``on_failed`` with the
+    reason if the layer cannot be served (the process then exits)."""
+    mountpoint = spec.layers[index].mountpoint
+    label = f"layer {index} {spec.layers[index].digest[:19]}"
+    ops = LayerOperations(label)
+    built: list[LayerServer] = []
+    failure: list[BaseException] = []
 
-        def mounted() -> None:  # on the FUSE thread answering the kernel's INIT
-            builder.join()
-            if failure:
-                why = f"{type(failure[0]).__name__}: {failure[0]}"
-                log.error("%s: %s", self.label, why)
-                if on_failed is not None:
-                    on_failed(why)
-                os._exit(1)  # the daemon sees the exit and removes the mount
-            threading.Thread(target=self.prefetch, name="prefetch", daemon=True).start()
-            threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
-            if on_mounted is not None:
-                on_mounted()
+    def build() -> None:
+        try:
+            if feed is None:
+                built.append(LayerServer(spec, index, spec.layers[index]))
+            else:
+                layer, toc_json = receive_layer(feed, MAX_TOC_SIZE)
+                os.close(feed)
+                built.append(LayerServer(spec, index, layer, toc_json))
+        except BaseException as exc:
+            failure.append(exc)
 
-        self.ops.on_mounted = mounted
-        serve(self.ops, self.layer.mountpoint, f"estargz:{self.layer.digest[7:19]}")
+    builder = threading.Thread(target=build, name="index")
+    builder.start()
+
+    def mounted() -> None:  # on the FUSE thread answering the kernel's INIT
+        builder.join()
+        if failure:
+            why = f"{type(failure[0]).__name__}: {failure[0]}"
+            log.error("%s: %s", label, why)
+            if on_failed is not None:
+                on_failed(why)
+            os._exit(1)  # the daemon sees the exit and removes the mount
+        built[0].start(ops)
+        log.info("%s: serving at %s", built[0].label, mountpoint)
+        if on_mounted is not None:
+            on_mounted(built[0])
+
+    ops.on_mounted = mounted
+    serve(ops, mountpoint, f"estargz:{spec.layers[index].digest[7:19]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s layer-{args[1]} %(levelname)s %(message)s")
     spec = MountSpec.load(args[0])
-    server = LayerServer(spec, int(args[1]))
-    log.info("%s: serving at %s", server.label, server.layer.mountpoint)
-    server.run()
+    run_layer(spec, int(args[1]))
     return 0
 
 

@@ -8,6 +8,7 @@ The spec may hold registry credentials, so it is written with mode 0600.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,23 +17,25 @@ import orjson
 
 from estargz.store.fsutil import write_atomic
 
-__all__ = ["LayerSpec", "MountSpec", "read_json", "write_json"]
+__all__ = ["LayerSpec", "MountSpec", "read_json", "receive_layer", "send_layer", "write_json"]
 
 
 @dataclass(slots=True)
 class LayerSpec:
+    """One layer of a mount. The manifest gives the first fields; the rest are known once the
+    layer's footer and TOC are read (until then ``reason`` is ``pending``)."""
+
     digest: str
     size: int
-    toc_digest: str
-    footer_kind: str
-    footer_size: int
-    toc_offset: int | None
-    data_end: int
-    local: bool
-    """The blob is in the store (pulled whole); otherwise it is read from the registry."""
-    reason: str
     mountpoint: str
-    prefetch_size: int = 0
+    toc_digest: str = ""
+    footer_kind: str = ""
+    footer_size: int = 0
+    toc_offset: int | None = None
+    data_end: int = 0
+    local: bool = False
+    """The blob is in the store (pulled whole); otherwise it is read from the registry."""
+    reason: str = "pending"
 
 
 @dataclass(slots=True)
@@ -69,6 +72,38 @@ class MountSpec:
             raise FileNotFoundError(path)
         layers = [LayerSpec(**layer) for layer in doc.pop("layers")]
         return cls(**doc, layers=layers)
+
+
+_LENGTH = struct.Struct("!Q")
+
+
+def send_layer(fd: int, layer: LayerSpec, toc_json: bytes) -> None:
+    """Hand a layer server its layer and TOC bytes over a pipe (it starts mounting before
+    ``rpull`` has them)."""
+    header = orjson.dumps(asdict(layer))
+    with os.fdopen(os.dup(fd), "wb") as out:
+        out.write(_LENGTH.pack(len(header)) + header + _LENGTH.pack(len(toc_json)))
+        out.write(toc_json)
+
+
+def receive_layer(fd: int, max_toc: int) -> tuple[LayerSpec, bytes]:
+    """What :func:`send_layer` sent; EOFError if the sender gave up first."""
+    with os.fdopen(os.dup(fd), "rb") as stream:
+
+        def exactly(n: int) -> bytes:
+            data = stream.read(n)
+            if len(data) != n:
+                raise EOFError("rpull stopped before it sent this layer's TOC")
+            return data
+
+        length = _LENGTH.unpack(exactly(_LENGTH.size))[0]
+        if length > 1 << 20:
+            raise ValueError(f"a layer description of {length} bytes is not one")
+        header = exactly(length)
+        size = _LENGTH.unpack(exactly(_LENGTH.size))[0]
+        if size > max_toc:
+            raise ValueError(f"a TOC of {size} bytes is larger than allowed ({max_toc})")
+        return LayerSpec(**orjson.loads(header)), exactly(size)
 
 
 def write_json(path: Path, value: Any, mode: int = 0o644) -> None:
