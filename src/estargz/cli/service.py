@@ -235,7 +235,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if args.foreground:
         _logging()
         return Service(root).run()
-    if detach(state / "service.log"):
+    if detach(state / "service.log") is None:
         code = 1
         try:
             _logging()

@@ -10,6 +10,7 @@ unmounts the overlay, stops the layer servers (each unmounts its FUSE filesystem
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -18,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +62,23 @@ def _escape(path: str | Path) -> str:
     return str(path).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str | Path, target: str, fstype: str | None, flags: int,
+           options: str | None = None) -> None:
+    """mount(2) itself: the mount(8) program would cost a fork and an exec per mount."""
+    result = _libc.mount(os.fsencode(source), os.fsencode(target),
+                         None if fstype is None else fstype.encode(), ctypes.c_ulong(flags),
+                         None if options is None else os.fsencode(options))
+    if result != 0:
+        err = ctypes.get_errno()
+        what = f"mount {fstype or 'bind'} {source} on {target}" + (f" ({options})" if options
+                                                                  else "")
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
 def _overlay(spec: MountSpec) -> None:
     lowers = [_escape(layer.mountpoint) for layer in reversed(spec.layers)]  # top layer first
     target = spec.mountpoint
@@ -68,17 +87,17 @@ def _overlay(spec: MountSpec) -> None:
         upper, work = spec.dir / "upper", spec.dir / "work"
         upper.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
-        options = (f"lowerdir={':'.join(lowers)},upperdir={_escape(upper)},"
-                   f"workdir={_escape(work)}")
-        cmd = ["mount", "-t", "overlay", "overlay", "-o", options, target]
+        _mount("overlay", target, "overlay", 0, f"lowerdir={':'.join(lowers)},"
+               f"upperdir={_escape(upper)},workdir={_escape(work)}")
     elif len(lowers) == 1:
-        cmd = ["mount", "--bind", "-o", "ro", spec.layers[0].mountpoint, target]
+        _mount(spec.layers[0].mountpoint, target, None, _MS_BIND)
+        try:
+            _mount("none", target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+        except OSError:
+            _umount(target)
+            raise
     else:
-        cmd = ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={':'.join(lowers)}",
-               target]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        _mount("overlay", target, "overlay", _MS_RDONLY, f"lowerdir={':'.join(lowers)}")
 
 
 class _Child:
@@ -277,14 +296,16 @@ def _logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def detach(log_path: Path) -> bool:
+def detach(log_path: Path, *, reap: bool = True) -> int | None:
     """Double-fork into a new session with stdin on /dev/null and stdout and stderr appended
-    to ``log_path``. True in the detached process (which must end with ``os._exit``), False
-    in the caller once the intermediate process is gone."""
+    to ``log_path``. None in the detached process (which must end with ``os._exit``); in the
+    caller, the pid of the short-lived intermediate process, already reaped unless ``reap`` is
+    False (then the caller must ``os.waitpid`` it, at leisure)."""
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0)
-        return False
+        if reap:
+            os.waitpid(pid, 0)
+        return pid
     try:
         os.setsid()
         if os.fork():
@@ -301,7 +322,7 @@ def detach(log_path: Path) -> bool:
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     except BaseException:
         os._exit(1)
-    return True
+    return None
 
 
 def spawn(spec: MountSpec) -> tuple[int, list[int]]:
@@ -314,10 +335,12 @@ def spawn(spec: MountSpec) -> tuple[int, list[int]]:
     """
     ready_r, ready_w = os.pipe()
     feeds = [os.pipe() for _ in spec.layers]
-    if not detach(spec.dir / "daemon.log"):
+    intermediate = detach(spec.dir / "daemon.log", reap=False)
+    if intermediate is not None:
         os.close(ready_w)
         for r, _ in feeds:
             os.close(r)
+        threading.Thread(target=os.waitpid, args=(intermediate, 0), daemon=True).start()
         return ready_r, [w for _, w in feeds]
     code = 1
     try:

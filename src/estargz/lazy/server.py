@@ -33,7 +33,7 @@ from estargz.lazy.spec import LayerSpec, MountSpec, receive_layer, write_json
 from estargz.registry import Credentials, RegistryClient
 from estargz.store import ImageStore
 
-__all__ = ["LayerServer", "main", "run_layer"]
+__all__ = ["LayerServer", "main", "registry_client", "run_layer"]
 
 log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
@@ -45,15 +45,17 @@ class LayerServer:
     """What serves one layer: its source, its verified TOC index, its chunk cache."""
 
     def __init__(self, spec: MountSpec, index: int, layer: LayerSpec,
-                 toc_json: bytes | None = None) -> None:
-        """``toc_json``: the TOC bytes ``rpull`` read; None to take them from the store."""
+                 toc_json: bytes | None = None, *, store: ImageStore | None = None,
+                 client: RegistryClient | None = None) -> None:
+        """``toc_json``: the TOC bytes ``rpull`` read; None to take them from the store.
+        ``store`` and ``client``: made in advance, while the TOC was on its way."""
         self.spec = spec
         self.index = index
         self.layer = layer
         self.label = f"layer {index} {layer.digest[:19]}"
-        self.store = ImageStore(spec.store_root, create=False)
+        self.store = store or ImageStore(spec.store_root, create=False)
         self.stats = FetchStats()
-        self.source = self._source()
+        self.source = self._source(client or registry_client(spec))
         if toc_json is None:
             toc_json = self.store.get_meta(layer.digest, "toc.json")
             if toc_json is None:
@@ -69,13 +71,9 @@ class LayerServer:
         self.ops: LayerOperations | None = None
         gc.freeze()  # the index never changes: the collector need not walk it again
 
-    def _source(self) -> BlobSource:
+    def _source(self, client: RegistryClient) -> BlobSource:
         if self.layer.local:
             return self.store.blob_source(self.layer.digest)
-        credentials = Credentials.from_user(self.spec.user) if self.spec.user else None
-        client = RegistryClient(self.spec.registry, plain_http=self.spec.plain_http or None,
-                                insecure_skip_verify=self.spec.skip_verify,
-                                credentials=credentials)
         return ResilientSource(
             client.blob(self.spec.repository, self.layer.digest, self.layer.size),
             timeout=self.spec.read_timeout,
@@ -159,6 +157,13 @@ class LayerServer:
         threading.Thread(target=self.stats_loop, name="stats", daemon=True).start()
 
 
+def registry_client(spec: MountSpec) -> RegistryClient:
+    """A client for the mount's registry, with the credentials rpull was given."""
+    credentials = Credentials.from_user(spec.user) if spec.user else None
+    return RegistryClient(spec.registry, plain_http=spec.plain_http or None,
+                          insecure_skip_verify=spec.skip_verify, credentials=credentials)
+
+
 def run_layer(spec: MountSpec, index: int, feed: int | None = None,
               on_mounted: Callable[[LayerServer], None] | None = None,
               on_failed: Callable[[str], None] | None = None) -> None:
@@ -177,9 +182,12 @@ def run_layer(spec: MountSpec, index: int, feed: int | None = None,
             if feed is None:
                 built.append(LayerServer(spec, index, spec.layers[index]))
             else:
+                store = ImageStore(spec.store_root, create=False)
+                client = registry_client(spec)
                 layer, toc_json = receive_layer(feed, MAX_TOC_SIZE)
                 os.close(feed)
-                built.append(LayerServer(spec, index, layer, toc_json))
+                built.append(LayerServer(spec, index, layer, toc_json, store=store,
+                                         client=client))
         except BaseException as exc:
             failure.append(exc)
 
