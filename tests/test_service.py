@@ -166,10 +166,12 @@ def test_other_installation_and_other_users_are_refused(service: Path) -> None:
     path = service_socket(str(service))
     sock = connect(path)
     assert sock is not None
-    with sock:
+    try:
         send_message(sock, {"argv": ["i", "mounts"], "cwd": "/", "env": {},
                             "installation": "0.0.0 /elsewhere"}, [0, 1, 2])
         reply = recv_message(sock)
+    finally:
+        sock.close()
     assert reply is not None and "refused" in reply[0]  # type: ignore[operator]
     assert installation() in reply[0]["refused"]  # type: ignore[index]
 

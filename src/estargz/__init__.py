@@ -7,10 +7,10 @@ service answers) costs nothing beyond the interpreter.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING, without importing typing at every start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from estargz.errors import (
         BuildError,
         ChunkDigestMismatch,
@@ -60,6 +60,8 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'estargz' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

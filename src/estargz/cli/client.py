@@ -13,18 +13,21 @@ another installation, and the command runs in this process as before.
 
 from __future__ import annotations
 
+import _socket
 import array
-import contextlib
-import json
+import marshal
 import os
 import signal
-import socket
 import struct
 import sys
-from types import FrameType
 
 import estargz
 from estargz.paths import default_store_root, service_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
 
 __all__ = ["FORWARDED", "connect", "forward", "installation", "recv_message", "send_message"]
 
@@ -34,6 +37,8 @@ FORWARDED = frozenset({"rpull", "umount", "mounts"})
 _IMAGE_WORDS = ("i", "image", "images")
 _HEADER = struct.Struct("!I")
 _MAX_MESSAGE = 16 << 20
+# Messages are marshal'ed dicts of strings: marshal is built in, where json and socket would
+# pull in re, enum and more at every start. Only the same user's processes can connect.
 
 
 def installation() -> str:
@@ -61,27 +66,28 @@ def _target(argv: list[str]) -> str | None:
     return None
 
 
-def send_message(sock: socket.socket, value: object, fds: list[int] | None = None) -> None:
-    """One length-prefixed JSON message, with file descriptors riding on its first byte."""
-    data = json.dumps(value).encode()
+def send_message(sock: _socket.socket, value: Mapping[str, object],
+                 fds: list[int] | None = None) -> None:
+    """One length-prefixed message, with file descriptors riding on its first byte."""
+    data = marshal.dumps(value)  # type: ignore[arg-type]  # strings, lists, dicts, ints
     payload = _HEADER.pack(len(data)) + data
     if fds:
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
         sent = sock.sendmsg([payload], rights)
         sock.sendall(payload[sent:])
     else:
         sock.sendall(payload)
 
 
-def recv_message(sock: socket.socket, max_fds: int = 0) -> tuple[object, list[int]] | None:
+def recv_message(sock: _socket.socket, max_fds: int = 0) -> tuple[object, list[int]] | None:
     """The next message and any file descriptors it carried; None at end of stream."""
     fds: list[int] = []
     buf = b""
-    space = socket.CMSG_SPACE(max_fds * 4) if max_fds else 0
+    space = _socket.CMSG_SPACE(max_fds * 4) if max_fds else 0
     while len(buf) < _HEADER.size:
         data, ancdata, _flags, _addr = sock.recvmsg(_HEADER.size - len(buf), space)
         for level, kind, raw in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 got = array.array("i")
                 got.frombytes(raw[: len(raw) - len(raw) % 4])
                 fds.extend(got)
@@ -99,11 +105,14 @@ def recv_message(sock: socket.socket, max_fds: int = 0) -> tuple[object, list[in
         if not chunk:
             raise ConnectionError("the stream ended inside a message")
         body += chunk
-    return json.loads(body), fds
+    try:
+        return marshal.loads(body), fds
+    except (EOFError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a message: {exc}") from exc
 
 
-def connect(path: str) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+def connect(path: str) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         if len(path) < 100:
             sock.connect(path)
@@ -127,29 +136,38 @@ def forward(argv: list[str]) -> int | None:
     sock = connect(service_socket(os.path.abspath(root)))
     if sock is None:
         return None
-    with sock:
-        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                   "installation": installation()}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            send_message(sock, request, [0, 1, 2])
-            reply = recv_message(sock)
-        except OSError:
-            return None  # e.g. a closed stdin: nothing to hand over
-        if reply is None or not isinstance(reply[0], dict) or "pid" not in reply[0]:
-            return None  # refused (another installation) or going away: run it here
-        pid = int(reply[0]["pid"])
+    try:
+        return _forwarded(sock, argv)
+    finally:
+        sock.close()
 
-        def relay(signum: int, _frame: FrameType | None) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
 
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, relay)
-        reply = recv_message(sock)  # (a relayed signal does not interrupt the wait: PEP 475)
-        if reply is None or not isinstance(reply[0], dict) or "exit" not in reply[0]:
-            print("estargz: error: the service's worker ended without an exit code "
-                  "(see the service log)", file=sys.stderr)
-            return 1
-        return int(reply[0]["exit"])
+def _forwarded(sock: _socket.socket, argv: list[str]) -> int | None:
+    """The conversation with the service: request, worker pid, exit status."""
+    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+               "installation": installation()}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        send_message(sock, request, [0, 1, 2])
+        reply = recv_message(sock)
+    except OSError:
+        return None  # e.g. a closed stdin: nothing to hand over
+    if reply is None or not isinstance(reply[0], dict) or "pid" not in reply[0]:
+        return None  # refused (another installation) or going away: run it here
+    pid = int(reply[0]["pid"])
+
+    def relay(signum: int, _frame: FrameType | None) -> None:
+        try:  # noqa: SIM105  (contextlib would cost an import)
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, relay)
+    reply = recv_message(sock)  # (a relayed signal does not interrupt the wait: PEP 475)
+    if reply is None or not isinstance(reply[0], dict) or "exit" not in reply[0]:
+        print("estargz: error: the service's worker ended without an exit code "
+              "(see the service log)", file=sys.stderr)
+        return 1
+    return int(reply[0]["exit"])

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING, without importing typing at every start)
 if TYPE_CHECKING:
     import argparse
+    from typing import NoReturn
 
 __all__ = ["build_parser", "console", "main", "run"]
 
