@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
-from estargz.errors import BuildError
+from estargz.errors import BuildError, FormatError
 from estargz.format import (
     BuildOptions,
     BuildResult,
@@ -25,7 +25,7 @@ from estargz.format import (
     open_blob,
     parse_toc_blob,
 )
-from estargz.format.compression import available_engines
+from estargz.format.compression import INFLATERS, available_engines, inflate_member
 from tarbuild import MTIME, Item, convert, make_tar
 
 
@@ -585,3 +585,18 @@ def test_memory_stays_bounded(tmp_path: Path) -> None:
     assert 10_000 < max_rss_kib < 256 * 1024, f"child peak RSS {max_rss_kib} KiB"
     reader = open_blob(str(out)).skip_verify()
     assert reader.read("big", size - 8, 8) == b"\x00" * 4 + b"tail"
+
+
+@pytest.mark.parametrize("name", sorted(INFLATERS))
+def test_every_inflater_reads_the_same_and_refuses_the_same(name: str) -> None:
+    """The fastest installed inflater is used: each must behave as zlib does."""
+    inflater = INFLATERS[name]
+    first, second = gzip.compress(b"first " * 5000, mtime=0), gzip.compress(b"second", mtime=0)
+    assert inflate_member(first + second, 1 << 20, "x", inflater) == b"first " * 5000
+    assert inflate_member(first, 10, "x", inflater) == b"first firs"  # the limit holds
+    bad_crc = bytearray(first)
+    bad_crc[-6] ^= 0xFF
+    garbage = first[:10] + b"\xff" * 40
+    for broken in (bytes(bad_crc), garbage):
+        with pytest.raises(FormatError, match="where: gzip member does not inflate"):
+            inflate_member(broken, 1 << 20, "where", inflater)

@@ -6,6 +6,10 @@ compressed whole, in one call, which is the case libdeflate is built for. zlib-n
 choice and the stdlib ``zlib`` the fallback. The engine's name, version and level are reported
 with every blob, because two engines do not produce the same bytes: reproducing a blob means
 using the same engine and level.
+
+Inflating is the other way round: any engine reads any member, so the fastest installed one
+does it. ISA-L (the ``isal`` package) inflates a 1.8 MB TOC in a third of zlib's time, and every
+lazy read inflates the members it fetches.
 """
 
 from __future__ import annotations
@@ -13,10 +17,18 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from estargz.errors import FormatError
 
-__all__ = ["Engine", "available_engines", "default_engine", "get_engine", "inflate_member"]
+__all__ = [
+    "INFLATERS",
+    "Engine",
+    "available_engines",
+    "default_engine",
+    "get_engine",
+    "inflate_member",
+]
 
 Buffer = bytes | bytearray | memoryview
 _PREFERENCE = ("libdeflate", "zlib-ng", "zlib")
@@ -93,15 +105,42 @@ def get_engine(name: str | None) -> Engine:
         ) from None
 
 
-def inflate_member(data: bytes | memoryview, limit: int, where: str) -> bytes:
+def _inflaters() -> dict[str, object]:
+    """Modules with zlib's ``decompressobj`` API, fastest first."""
+    found: dict[str, object] = {}
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - a dependency, but stay usable without it
+        pass
+    else:
+        found["isal"] = isal_zlib
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        found["zlib-ng"] = zlib_ng
+    found["zlib"] = zlib
+    return found
+
+
+INFLATERS = _inflaters()
+"""Every installed inflater by name; the first one is used."""
+_INFLATER = next(iter(INFLATERS.values()))
+_INFLATE_ERRORS = tuple({m.error for m in INFLATERS.values()})  # type: ignore[attr-defined]
+
+
+def inflate_member(data: bytes | memoryview, limit: int, where: str,
+                   inflater: object | None = None) -> bytes:
     """Inflate the first gzip member of ``data``, returning at most ``limit`` bytes.
 
     The limit keeps a hostile blob from expanding without bound: callers ask for exactly the
-    bytes they need (``innerOffset + chunkSize``).
+    bytes they need (``innerOffset + chunkSize``). ``inflater``: one of :data:`INFLATERS`
+    (default: the fastest).
     """
-    inflater = zlib.decompressobj(31)
+    module: Any = inflater or _INFLATER
     try:
-        out = inflater.decompress(data, limit) if limit > 0 else b""
-    except zlib.error as exc:
+        out: bytes = module.decompressobj(31).decompress(data, limit) if limit > 0 else b""
+    except _INFLATE_ERRORS as exc:
         raise FormatError(f"{where}: gzip member does not inflate: {exc}") from exc
     return out
