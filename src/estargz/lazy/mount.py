@@ -232,9 +232,11 @@ def _prepare_layers(
     layer's footer and TOC are fetched at the same time; lazy layers are fed before any layer
     is pulled whole."""
     with ThreadPoolExecutor(max_workers=min(8, len(manifest.layers) + 1)) as pool:
-        config_job = pool.submit(client.get_blob, ref.repository, manifest.config.digest)
+        # the TOCs first: the layer servers wait for them (a thread started later may wait a
+        # switch interval, 5 ms, for the interpreter lock)
         jobs = [pool.submit(_open_remote, client, ref, layer, toc_image)
                 for layer in manifest.layers]
+        config_job = pool.submit(client.get_blob, ref.repository, manifest.config.digest)
         opened = [job.result() for job in jobs]
         config = config_job.result()
     layers: list[LayerSpec | None] = [None] * len(opened)

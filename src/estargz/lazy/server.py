@@ -178,6 +178,7 @@ def run_layer(spec: MountSpec, index: int, feed: int | None = None,
     failure: list[BaseException] = []
 
     def build() -> None:
+        gc.disable()  # thousands of new objects: no collections until the index is frozen
         try:
             if feed is None:
                 built.append(LayerServer(spec, index, spec.layers[index]))
@@ -190,6 +191,8 @@ def run_layer(spec: MountSpec, index: int, feed: int | None = None,
                                          client=client))
         except BaseException as exc:
             failure.append(exc)
+        finally:
+            gc.enable()
 
     builder = threading.Thread(target=build, name="index")
     builder.start()
@@ -202,10 +205,11 @@ def run_layer(spec: MountSpec, index: int, feed: int | None = None,
             if on_failed is not None:
                 on_failed(why)
             os._exit(1)  # the daemon sees the exit and removes the mount
+        ops.attach(built[0].fs)
+        if on_mounted is not None:  # first: the daemon stacks the overlay meanwhile
+            on_mounted(built[0])
         built[0].start(ops)
         log.info("%s: serving at %s", built[0].label, mountpoint)
-        if on_mounted is not None:
-            on_mounted(built[0])
 
     ops.on_mounted = mounted
     serve(ops, mountpoint, f"estargz:{spec.layers[index].digest[7:19]}")
