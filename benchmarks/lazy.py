@@ -131,7 +131,7 @@ def _measure(mount: pathlib.Path, registry: Registry, start_bytes: int) -> dict[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=pathlib.Path, default=HERE / ".cache")
-    parser.add_argument("--repeat", type=int, default=3, help="rpull runs per side (median)")
+    parser.add_argument("--repeat", type=int, default=7, help="rpull runs per side (median)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     tar = ensure_rootfs_tar(args.cache)
@@ -160,8 +160,10 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "estargz.cli.main", "--root", str(work / "store"),
                         "service", "start"], check=True, capture_output=True)
         ours: dict[str, float] = {}
+        go: dict[str, float] = {}
         rpulls: list[float] = []
-        for rep in range(args.repeat):
+        go_rpulls: list[float] = []
+        for rep in range(args.repeat):  # interleaved, so both sides see the same machine
             start = registry.blob_bytes()
             t = time.perf_counter()
             proc = subprocess.run([*estargz, "rpull", "-q", esgz], check=True,
@@ -171,13 +173,8 @@ def main() -> int:
                 ours = _measure(pathlib.Path(proc.stdout.strip()), registry, start)
             subprocess.run([*estargz, "umount", proc.stdout.strip()], check=True,
                            capture_output=True)
-        ours["rpull_s"] = statistics.median(rpulls)
-        ours["cold_rpull_s"] = cold
 
-        go: dict[str, float] = {}
-        go_rpulls: list[float] = []
-        for rep in range(args.repeat):  # a fresh containerd each time: rpull again is a no-op
-            with go_peer() as peer:
+            with go_peer() as peer:  # a fresh containerd each time: rpull again is a no-op
                 start = registry.blob_bytes()
                 before = set(peer.stargz_mounts())
                 t = time.perf_counter()
@@ -188,6 +185,8 @@ def main() -> int:
                     raise SystemExit(f"expected one lazy layer mount from Go, got {new}")
                 if rep == 0:
                     go = _measure(pathlib.Path(new[0].split()[1]), registry, start)
+        ours["rpull_s"] = statistics.median(rpulls)
+        ours["cold_rpull_s"] = cold
         go["rpull_s"] = statistics.median(go_rpulls)
         go["cold_rpull_s"] = go["rpull_s"]
     finally:
