@@ -228,17 +228,12 @@ def _prepare_layers(
     feed: Callable[[int, LayerSpec, bytes], None],
 ) -> tuple[list[LayerSpec], list[bytes], bytes]:
     """Per layer: its checked TOC (remote), or a local eStargz copy (pulled whole), handed to
-    its layer server with ``feed`` as soon as it is ready; and the config. The config and every
-    layer's footer and TOC are fetched at the same time; lazy layers are fed before any layer
-    is pulled whole."""
-    with ThreadPoolExecutor(max_workers=min(8, len(manifest.layers) + 1)) as pool:
-        # the TOCs first: the layer servers wait for them (a thread started later may wait a
-        # switch interval, 5 ms, for the interpreter lock)
-        jobs = [pool.submit(_open_remote, client, ref, layer, toc_image)
-                for layer in manifest.layers]
-        config_job = pool.submit(client.get_blob, ref.repository, manifest.config.digest)
-        opened = [job.result() for job in jobs]
-        config = config_job.result()
+    its layer server with ``feed`` as soon as it is ready; and the config. Every layer's footer
+    and TOC are fetched at the same time; lazy layers are fed before the config is fetched and
+    before any layer is pulled whole."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(manifest.layers)))) as pool:
+        opened = list(pool.map(lambda d: _open_remote(client, ref, d, toc_image),
+                               manifest.layers))
     layers: list[LayerSpec | None] = [None] * len(opened)
     tocs: list[bytes] = [b""] * len(opened)
 
@@ -258,6 +253,8 @@ def _prepare_layers(
             say(f"layer {i} {desc.digest[:19]}: NOT lazy: {reason}; pulling it whole")
         else:
             describe(i, remote, desc.digest, desc.size, False, "lazy")
+    # the layer servers are parsing their TOCs now: the config can come after, not between
+    config = client.get_blob(ref.repository, manifest.config.digest)
     with store.lease():
         for i, (desc, (remote, reason)) in enumerate(zip(manifest.layers, opened, strict=True)):
             if remote is None:
