@@ -39,6 +39,8 @@ from peer import go_peer  # noqa: E402
 from registry_fixture import free_port  # noqa: E402
 
 SMALL_FILE = "etc/debian_version"
+_SETTLE = 1.0
+"""Seconds of quiet before each timed rpull: the previous side's teardown is over."""
 _ACCESS = re.compile(r'"GET /v2/[^ ]+/blobs/[^ ]+ HTTP/[0-9.]+" (\d{3}) (\d+)')
 
 
@@ -164,6 +166,7 @@ def main() -> int:
         rpulls: list[float] = []
         go_rpulls: list[float] = []
         for rep in range(args.repeat):  # interleaved, so both sides see the same machine
+            time.sleep(_SETTLE)
             start = registry.blob_bytes()
             t = time.perf_counter()
             proc = subprocess.run([*estargz, "rpull", "-q", esgz], check=True,
@@ -175,6 +178,7 @@ def main() -> int:
                            capture_output=True)
 
             with go_peer() as peer:  # a fresh containerd each time: rpull again is a no-op
+                time.sleep(_SETTLE)
                 start = registry.blob_bytes()
                 before = set(peer.stargz_mounts())
                 t = time.perf_counter()
