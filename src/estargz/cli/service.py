@@ -14,6 +14,7 @@ them serving.
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import gc
 import logging
@@ -78,6 +79,7 @@ class Service:
         self.path = service_socket(self.root)
         self.stopping = False
         self.workers: set[int] = set()
+        self.spare_pid = 0
         self.parser: argparse.ArgumentParser | None = None
 
     def _listen(self) -> socket.socket:
@@ -106,6 +108,7 @@ class Service:
         signal.signal(signal.SIGINT, self._stop)
         gc.freeze()  # what was loaded stays: workers' collections need not walk it
         log.info("estargz service %s ready on %s", installation(), self.path)
+        spare = self._spare(listener)
         try:
             while not self.stopping:
                 self._reap()
@@ -114,8 +117,11 @@ class Service:
                 except (TimeoutError, InterruptedError):
                     continue
                 with conn:
-                    self._dispatch(listener, conn)
+                    peer = self._allowed(conn)
+                    if peer is not None:
+                        spare = self._hand_over(listener, spare, conn, peer)
         finally:
+            spare.close()  # the waiting worker sees the end and leaves
             listener.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -136,24 +142,50 @@ class Service:
                 log.info("worker %d exited with %d", pid, os.waitstatus_to_exitcode(status))
             self.workers.discard(pid)
 
-    def _dispatch(self, listener: socket.socket, conn: socket.socket) -> None:
+    def _allowed(self, conn: socket.socket) -> int | None:
+        """The client's pid if it runs as this service's user, else None."""
         raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         peer_pid, peer_uid, _gid = _PEERCRED.unpack(raw)
         if peer_uid != os.geteuid():
             log.warning("refused pid %d: uid %d is not the service's", peer_pid, peer_uid)
-            return
+            return None
+        return int(peer_pid)
+
+    def _spare(self, listener: socket.socket) -> socket.socket:
+        """A worker forked ahead of time, waiting for its connection: forking costs the next
+        client nothing. Returns the socket to hand the connection over on."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 listener.close()
-                code = _worker(conn, self.parser)
+                mine.close()
+                code = _worker(theirs, self.parser)
             except BaseException:
                 log.exception("worker failed")
             finally:
                 os._exit(code)
+        theirs.close()
         self.workers.add(pid)
-        log.info("pid %d: worker %d", peer_pid, pid)
+        self.spare_pid = pid
+        return mine
+
+    def _hand_over(self, listener: socket.socket, spare: socket.socket,
+                   conn: socket.socket, peer: int) -> socket.socket:
+        """Give ``conn`` to the spare worker; returns the next spare."""
+        try:
+            spare.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                    array.array("i", [conn.fileno()]))])
+        except OSError as exc:  # the spare is gone: one made now takes the client
+            log.warning("spare worker unavailable (%s); forking one", exc)
+            spare.close()
+            spare = self._spare(listener)
+            spare.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                    array.array("i", [conn.fileno()]))])
+        spare.close()
+        log.info("pid %d: worker %d", peer, self.spare_pid)
+        return self._spare(listener)
 
 
 def _stdio(fds: list[int]) -> None:
@@ -168,11 +200,30 @@ def _stdio(fds: list[int]) -> None:
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
-def _worker(conn: socket.socket, parser: argparse.ArgumentParser | None) -> int:
-    """One command, in a child of the service; returns the exit status for ``os._exit``."""
+def _receive_connection(channel: socket.socket) -> socket.socket | None:
+    """The client connection the service hands over; None when the service stops first."""
+    _data, ancdata, _flags, _addr = channel.recvmsg(1, socket.CMSG_SPACE(4))
+    for level, kind, raw in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(raw) >= 4:
+            fd = array.array("i", raw[:4])[0]
+            return socket.socket(fileno=fd)
+    return None
+
+
+def _worker(channel: socket.socket, parser: argparse.ArgumentParser | None) -> int:
+    """One command, in a child of the service; returns the exit status for ``os._exit``.
+
+    Forked ahead of time: it prepares, then waits on ``channel`` for its client's connection.
+    """
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.disable()  # a worker lives for one command and ends with os._exit (daemons re-enable)
+    with channel:
+        found = _receive_connection(channel)
+    if found is None:
+        return 0
+    conn = found
     conn.settimeout(None)
     message = recv_message(conn, max_fds=3)
     if message is None:
@@ -188,7 +239,6 @@ def _worker(conn: socket.socket, parser: argparse.ArgumentParser | None) -> int:
             os.close(fd)
         return 1
     os.register_at_fork(after_in_child=conn.close)  # mount daemons must not keep the client
-    gc.disable()  # a worker lives for one command and ends with os._exit (daemons re-enable)
     logging.root.handlers.clear()  # the service's log handler would write to the client
     _stdio(fds)
     os.chdir(request["cwd"])
