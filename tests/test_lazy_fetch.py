@@ -77,6 +77,8 @@ def _settled(mounts: Mounts, mount: Path, layer: int, above: int) -> int:
     path = mounts.state_dir(mount) / f"stats-{layer}.json"
 
     def check() -> bool:
+        if not path.exists():  # written first a fraction of a second after the mount
+            return False
         first = json.loads(path.read_text())["fetched_bytes"]
         time.sleep(0.3)  # the servers rewrite their stats a few times a second
         return bool(json.loads(path.read_text())["fetched_bytes"] == first > above)

@@ -75,7 +75,9 @@ def test_mounts_lists_and_umount_removes_everything(images: Images, mounts: Moun
     text = mounts.cli("mounts")
     assert str(first) in text and str(second) in text and "[ready]" in text
     # until a layer server has counted its chunks, nothing claims they are cached
-    (mounts.state_dir(second) / "stats-0.json").unlink()
+    stats = [mounts.state_dir(second) / f"stats-{i}.json" for i in (0, 1)]
+    wait_for("the layer servers' first statistics", lambda: all(p.exists() for p in stats))
+    stats[0].unlink()
     row = next(r for r in mounts.cli.mounts() if r["mountpoint"] == str(second))
     assert [layer["cached_chunks_percent"] for layer in row["layers"]] == [None, 0.0]
     assert "?% of chunks cached" in mounts.cli("mounts")

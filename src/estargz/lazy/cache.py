@@ -52,6 +52,11 @@ class DiskChunkCache:
         with self._lock:
             return key in self._known()
 
+    def count_of(self, keys: set[str]) -> int:
+        """How many of ``keys`` are cached (one set operation, not a lookup per key)."""
+        with self._lock:
+            return len(keys.intersection(self._known()))
+
     def get(self, key: str) -> bytes | None:
         try:
             data = (self.dir / key).read_bytes()

@@ -130,10 +130,12 @@ class LayerServer:
         path = self.spec.dir / f"stats-{self.index}.json"
         last: dict[str, object] = {}
         counted, cached = -1, 0
+        keys = {c.key for _, c in self.chunks}
         while True:
+            time.sleep(_STATS_INTERVAL)  # (first: the mount's first reads go first)
             if self.cache.generation != counted:
                 counted = self.cache.generation
-                cached = sum(1 for _, c in self.chunks if c.key in self.cache)
+                cached = self.cache.count_of(keys)
             now: dict[str, object] = {
                 "digest": self.layer.digest,
                 "size": self.layer.size,
@@ -147,7 +149,6 @@ class LayerServer:
             if now != last:
                 write_json(path, now)
                 last = now
-            time.sleep(_STATS_INTERVAL)
 
     def start(self, ops: LayerOperations) -> None:
         """Serve through ``ops``; prefetch and statistics run from here on."""
