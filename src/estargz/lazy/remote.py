@@ -49,6 +49,11 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, RegistryError) and (exc.status or 0) >= 500
 
 
+_AHEAD_BYTES = 16 << 20
+"""Read-ahead kept: a tree walk reads in directory order, not blob order, so the bytes a short
+read brought along are often wanted a while later, not next."""
+
+
 class ResilientSource:
     """Wraps a remote :class:`BlobSource` (e.g. a registry blob)."""
 
@@ -67,6 +72,7 @@ class ResilientSource:
         self.stats = stats or FetchStats()
         self.name = name
         self._ahead: OrderedDict[int, bytes] = OrderedDict()
+        self._ahead_bytes = 0
         self._lock = threading.Lock()
 
     @property
@@ -85,6 +91,7 @@ class ResilientSource:
         bit), and serving them again would fail every retry of the same read."""
         with self._lock:
             self._ahead.clear()
+            self._ahead_bytes = 0
 
     def read_at(self, offset: int, size: int) -> bytes:
         hit = self._buffered(offset, size)
@@ -95,8 +102,9 @@ class ResilientSource:
         if want > size:
             with self._lock:
                 self._ahead[offset] = data
-                while len(self._ahead) > 8:
-                    self._ahead.popitem(last=False)
+                self._ahead_bytes += len(data)
+                while self._ahead_bytes > _AHEAD_BYTES:
+                    self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
         return data[:size]
 
     def _fetch(self, offset: int, size: int) -> bytes:
