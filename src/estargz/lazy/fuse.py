@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,8 +29,6 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         self._fs = fs
         self.label = label
         self.active_reads = 0
-        self.last_read = 0.0
-        """``time.monotonic()`` when the last read ended: background work waits for a pause."""
         self.on_mounted: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
@@ -97,7 +94,6 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         finally:
             with self._lock:
                 self.active_reads -= 1
-                self.last_read = time.monotonic()
 
     def statfs(self, path: str) -> dict[str, Any]:
         return self.fs.statfs()

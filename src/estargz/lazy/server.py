@@ -39,8 +39,6 @@ log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
 _STATS_INTERVAL = 0.2
 _BACKGROUND_DELAY = 1.0
-_READS_PAUSE = 0.05
-"""Seconds without reads before the background fetch takes its next range."""
 
 
 class LayerServer:
@@ -114,11 +112,7 @@ class LayerServer:
         log.info("%s: background fetch complete", self.label)
 
     def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
-        # on-demand reads first, and while they keep coming the background stays out of their
-        # way: fetching the same members at the same time would only fetch them twice
-        while self.ops is not None and (
-            self.ops.active_reads or time.monotonic() - self.ops.last_read < _READS_PAUSE
-        ):
+        while self.ops is not None and self.ops.active_reads:  # on-demand reads first
             time.sleep(0.01)
         try:
             reader.fetch_range(group)
