@@ -55,7 +55,8 @@ class LayerServer:
         self.label = f"layer {index} {layer.digest[:19]}"
         self.store = store or ImageStore(spec.store_root, create=False)
         self.stats = FetchStats()
-        self.source = self._source(client or registry_client(spec))
+        self.client = client or registry_client(spec)
+        self.source = self._source(self.client)
         if toc_json is None:
             toc_json = self.store.get_meta(layer.digest, "toc.json")
             if toc_json is None:
@@ -86,6 +87,8 @@ class LayerServer:
         """``[0, .prefetch.landmark)`` in one request, then (optionally) everything else."""
         reader = self.reader
         try:
+            if not self.layer.local:  # a HEAD: the first read finds the connection open
+                self.client.blob_size(self.spec.repository, self.layer.digest)
             landmark = reader.prefetch_size
             if landmark:
                 head = [(n, c) for n, c in self.chunks if c.offset < landmark]
