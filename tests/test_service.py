@@ -186,3 +186,21 @@ def test_other_installation_and_other_users_are_refused(service: Path) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_concurrent_commands_each_get_a_worker(images: Images, mounts: Mounts,
+                                               service: Path) -> None:
+    """Three rpulls at once through one service: three workers, three working mounts."""
+    ref = images.get("default")
+    before = _workers_logged(service)
+    procs = [subprocess.Popen([sys.executable, "-m", "estargz.cli.main", "--root",
+                               str(service), "i", "rpull", "-q", "--no-background-fetch", ref],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=mounts.cli.env) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    points = [out.strip() for out, _ in results]
+    mounts.points.extend(p for p in points if p)
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+    assert len(set(points)) == 3
+    assert all((Path(p) / "bin" / "sh").exists() for p in points)
+    assert _workers_logged(service) == before + 3
