@@ -204,3 +204,17 @@ def test_concurrent_commands_each_get_a_worker(images: Images, mounts: Mounts,
     assert len(set(points)) == 3
     assert all((Path(p) / "bin" / "sh").exists() for p in points)
     assert _workers_logged(service) == before + 3
+
+
+def test_a_store_path_longer_than_a_socket_address(tmp_path: Path) -> None:
+    """sun_path holds 108 bytes: service and client reach the socket through its directory."""
+    root = tmp_path / ("d" * 60) / ("e" * 60) / "store"
+    assert len(service_socket(str(root))) > 108
+    assert _estargz(root, "service", "start").returncode == 0
+    try:
+        before = _workers_logged(root)
+        listed = _estargz(root, "i", "mounts", "--json")
+        assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
+        assert _workers_logged(root) == before + 1  # answered by the service
+    finally:
+        assert _estargz(root, "service", "stop").returncode == 0

@@ -83,15 +83,19 @@ class Service:
         self.parser: argparse.ArgumentParser | None = None
 
     def _listen(self) -> socket.socket:
-        if connect(self.path) is not None:
+        other = connect(self.path)
+        if other is not None:
+            other.close()
             raise ServiceError(f"a service already answers on {self.path}")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # left by a service that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
-        try:
-            sock.bind(self.path)
+        dirfd = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
+        try:  # (through the directory's descriptor: sun_path holds only 108 bytes)
+            sock.bind(f"/proc/self/fd/{dirfd}/{os.path.basename(self.path)}")
         finally:
+            os.close(dirfd)
             os.umask(old)
         sock.listen(64)
         sock.settimeout(0.5)
