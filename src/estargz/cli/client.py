@@ -150,11 +150,16 @@ def _forwarded(sock: _socket.socket, argv: list[str]) -> int | None:
     sys.stderr.flush()
     try:
         send_message(sock, request, [0, 1, 2])
-        reply = recv_message(sock)
     except OSError:
-        return None  # e.g. a closed stdin: nothing to hand over
+        return None  # e.g. a closed stdin: nothing was handed over
+    try:
+        reply = recv_message(sock)
+    except (OSError, ValueError) as exc:  # it may be running: never run it a second time here
+        print(f"estargz: error: lost the service while it started the command: {exc}",
+              file=sys.stderr)
+        return 1
     if reply is None or not isinstance(reply[0], dict) or "pid" not in reply[0]:
-        return None  # refused (another installation) or going away: run it here
+        return None  # refused (another installation) or stopping before it began: run it here
     pid = int(reply[0]["pid"])
 
     def relay(signum: int, _frame: FrameType | None) -> None:
@@ -165,7 +170,10 @@ def _forwarded(sock: _socket.socket, argv: list[str]) -> int | None:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, relay)
-    reply = recv_message(sock)  # (a relayed signal does not interrupt the wait: PEP 475)
+    try:
+        reply = recv_message(sock)  # (a relayed signal does not interrupt the wait: PEP 475)
+    except (OSError, ValueError):
+        reply = None
     if reply is None or not isinstance(reply[0], dict) or "exit" not in reply[0]:
         print("estargz: error: the service's worker ended without an exit code "
               "(see the service log)", file=sys.stderr)
