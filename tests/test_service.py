@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +219,52 @@ def test_a_store_path_longer_than_a_socket_address(tmp_path: Path) -> None:
         assert _workers_logged(root) == before + 1  # answered by the service
     finally:
         assert _estargz(root, "service", "stop").returncode == 0
+
+
+def test_a_command_handed_over_never_runs_twice(tmp_path: Path) -> None:
+    """A fast worker answers and hangs up at once: the client reports its exit status and
+    does not run the command again itself (an empty send after the hand-over used to fail
+    there, and the client took that for a service that never got the command)."""
+    root = tmp_path / "store"
+    assert _estargz(root, "i", "mounts").returncode == 0  # (creates the store)
+    os.makedirs(os.path.dirname(service_socket(str(root))), exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(service_socket(str(root)))
+    listener.listen(1)
+    got: list[object] = []
+
+    def fake_service() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            message = recv_message(conn, max_fds=3)
+            assert message is not None
+            got.append(message[0])
+            for fd in message[1]:
+                os.close(fd)
+            send_message(conn, {"pid": os.getpid()})
+            send_message(conn, {"exit": 7})
+
+    thread = threading.Thread(target=fake_service)
+    thread.start()
+    try:
+        proc = _estargz(root, "i", "rpull", "not a reference")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert got and got[0]["argv"][-1] == "not a reference"  # type: ignore[index]
+    assert proc.returncode == 7, proc.stderr  # the service's answer
+    assert "InvalidReference" not in proc.stderr  # not run a second time, here
+
+
+class _SentAll:
+    """A socket whose first send takes everything and whose peer then hangs up."""
+
+    def sendmsg(self, buffers: list[bytes], ancdata: object) -> int:
+        return sum(len(b) for b in buffers)
+
+    def sendall(self, data: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_message_sent_whole_needs_no_second_send() -> None:
+    send_message(_SentAll(), {"argv": ["i", "mounts"]}, [0, 1, 2])  # type: ignore[arg-type]

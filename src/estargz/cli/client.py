@@ -74,7 +74,8 @@ def send_message(sock: _socket.socket, value: Mapping[str, object],
     if fds:
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
         sent = sock.sendmsg([payload], rights)
-        sock.sendall(payload[sent:])
+        if sent < len(payload):  # (an empty send to a peer that has already answered and
+            sock.sendall(payload[sent:])  # closed fails, and the command would run twice)
     else:
         sock.sendall(payload)
 
