@@ -268,3 +268,30 @@ class _SentAll:
 
 def test_a_message_sent_whole_needs_no_second_send() -> None:
     send_message(_SentAll(), {"argv": ["i", "mounts"]}, [0, 1, 2])  # type: ignore[arg-type]
+
+
+def test_a_killed_client_stops_its_command(mounts: Mounts, service: Path) -> None:
+    """SIGKILL cannot be relayed: the worker sees the client's end close and stops as for
+    Ctrl-C, instead of running on for nobody."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    host = f"127.0.0.1:{silent.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "estargz.cli.main", "--root", str(service), "i", "rpull",
+           f"{host}/hang:v1"]
+    log = service / "state" / "service.log"
+    with silent:
+        before = _workers_logged(service)
+        client = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env=mounts.cli.env)
+        deadline = time.monotonic() + 20
+        while _workers_logged(service) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workers_logged(service) == before + 1
+        worker = int(log.read_text().rsplit(": worker ", 1)[1].split()[0])
+        time.sleep(0.3)
+        client.kill()
+        client.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while f"worker {worker} exited" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert f"worker {worker} exited with 130" in log.read_text()

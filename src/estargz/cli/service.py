@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -214,6 +215,33 @@ def _receive_connection(channel: socket.socket) -> socket.socket | None:
     return None
 
 
+def _watch_client(conn: socket.socket) -> None:
+    """A client that goes away (killed, its terminal closed) is a Ctrl-C for its command:
+    the kernel signals SIGIO when the client's end of the connection closes."""
+
+    def gone(_signum: int, _frame: object) -> None:
+        try:
+            data = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGIO, gone)
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETFL,
+                fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
+
+
+def _forget_client(conn: socket.socket) -> None:
+    """In a process forked by the command (a mount daemon): not the client's business."""
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    conn.close()
+
+
 def _worker(channel: socket.socket, parser: argparse.ArgumentParser | None) -> int:
     """One command, in a child of the service; returns the exit status for ``os._exit``.
 
@@ -242,7 +270,7 @@ def _worker(channel: socket.socket, parser: argparse.ArgumentParser | None) -> i
         for fd in fds:
             os.close(fd)
         return 1
-    os.register_at_fork(after_in_child=conn.close)  # mount daemons must not keep the client
+    os.register_at_fork(after_in_child=lambda: _forget_client(conn))  # (mount daemons)
     logging.root.handlers.clear()  # the service's log handler would write to the client
     _stdio(fds)
     os.chdir(request["cwd"])
@@ -254,6 +282,7 @@ def _worker(channel: socket.socket, parser: argparse.ArgumentParser | None) -> i
     send_message(conn, {"pid": os.getpid()})
     from estargz.cli.main import run
 
+    _watch_client(conn)
     try:
         code = run(argv, parser)
     except SystemExit as exc:  # argparse: --help, usage errors
@@ -263,6 +292,8 @@ def _worker(channel: socket.socket, parser: argparse.ArgumentParser | None) -> i
     except BaseException:
         traceback.print_exc()
         code = 1
+    finally:
+        signal.signal(signal.SIGIO, signal.SIG_IGN)  # the client may hang up now
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
         sys.stderr.flush()
