@@ -54,6 +54,16 @@ def _str(doc: dict[str, Any], key: str, what: str, default: str | None = None) -
     return value
 
 
+def _annotations(doc: dict[str, Any], what: str) -> dict[str, str]:
+    """The ``annotations`` of a descriptor, manifest or index: strings to strings, or refused."""
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise InvalidDocument(f"{what}: annotations must map strings to strings")
+    return dict(annotations)
+
+
 @dataclass(frozen=True, slots=True)
 class Platform:
     os: str
@@ -121,18 +131,13 @@ class Descriptor:
         size = doc.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidDocument(f"{what}: field 'size' must be a non-negative integer")
-        annotations = doc.get("annotations") or {}
-        if not isinstance(annotations, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            raise InvalidDocument(f"{what}: annotations must map strings to strings")
         platform = doc.get("platform")
         known = {"mediaType", "digest", "size", "annotations", "platform"}
         return cls(
             media_type=_str(doc, "mediaType", what, ""),
             digest=digest,
             size=size,
-            annotations=dict(annotations),
+            annotations=_annotations(doc, what),
             platform=Platform.from_dict(platform) if isinstance(platform, dict) else None,
             extra={k: v for k, v in doc.items() if k not in known},
         )
@@ -174,7 +179,7 @@ class Manifest:
             media_type=_str(doc, "mediaType", what, OCI_MANIFEST),
             config=Descriptor.from_dict(doc.get("config"), f"{what} config"),
             layers=[Descriptor.from_dict(d, f"{what} layer {i}") for i, d in enumerate(layers)],
-            annotations=dict(doc.get("annotations") or {}),
+            annotations=_annotations(doc, what),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 
@@ -214,7 +219,7 @@ class Index:
             manifests=[
                 Descriptor.from_dict(d, f"{what} entry {i}") for i, d in enumerate(manifests)
             ],
-            annotations=dict(doc.get("annotations") or {}),
+            annotations=_annotations(doc, what),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 
