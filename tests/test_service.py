@@ -295,3 +295,17 @@ def test_a_killed_client_stops_its_command(mounts: Mounts, service: Path) -> Non
         while f"worker {worker} exited" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
     assert f"worker {worker} exited with 130" in log.read_text()
+
+
+def test_a_service_that_cannot_start_says_why_at_once(tmp_path: Path) -> None:
+    """The detached service reports its failure to `service start`, which does not wait out
+    its timeout: here a directory sits where the socket belongs."""
+    root = tmp_path / "store"
+    assert _estargz(root, "i", "mounts").returncode == 0  # (creates the store)
+    os.makedirs(service_socket(str(root)))
+    started = time.monotonic()
+    proc = _estargz(root, "service", "start")
+    assert proc.returncode == 1
+    assert "the service did not start: IsADirectoryError" in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 15  # (the start timeout is 30 s)
+    assert _estargz(root, "service", "status").returncode == 3

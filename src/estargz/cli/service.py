@@ -20,12 +20,14 @@ import fcntl
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from setproctitle import setproctitle
@@ -102,8 +104,9 @@ class Service:
         sock.settimeout(0.5)
         return sock
 
-    def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; returns the exit code."""
+    def run(self, on_listening: Callable[[], None] | None = None) -> int:
+        """Serve until SIGTERM or SIGINT; returns the exit code. ``on_listening`` is called
+        once the socket takes connections."""
         self.state.mkdir(parents=True, exist_ok=True)
         setproctitle(f"estargz service {self.root}")
         self.parser = _warm()
@@ -113,6 +116,8 @@ class Service:
         signal.signal(signal.SIGINT, self._stop)
         gc.freeze()  # what was loaded stays: workers' collections need not walk it
         log.info("estargz service %s ready on %s", installation(), self.path)
+        if on_listening is not None:
+            on_listening()
         spare = self._spare(listener)
         try:
             while not self.stopping:
@@ -320,23 +325,35 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if args.foreground:
         _logging()
         return Service(root).run()
+    failed_r, failed_w = os.pipe()  # the detached service says why it could not start
     if detach(state / "service.log") is None:
         code = 1
         try:
+            os.close(failed_r)
             _logging()
-            code = Service(root).run()
+            code = Service(root).run(on_listening=lambda: os.close(failed_w))
         except BaseException as exc:
             log.error("service failed: %s", exc)
+            with contextlib.suppress(OSError):
+                os.write(failed_w, f"{type(exc).__name__}: {exc}".encode()[:4000])
         finally:
             os._exit(code)
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        pid = service_pid(root)
-        if pid is not None:
-            print(f"estargz service running (pid {pid}) on {service_socket(root)}")
-            return 0
-        time.sleep(0.02)
-    raise ServiceError(f"the service did not start (log: {state / 'service.log'})")
+    os.close(failed_w)
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            pid = service_pid(root)
+            if pid is not None:
+                print(f"estargz service running (pid {pid}) on {service_socket(root)}")
+                return 0
+            if select.select([failed_r], [], [], 0.02)[0]:
+                why = os.read(failed_r, 4096).decode(errors="replace")
+                if why or service_pid(root) is None:
+                    raise ServiceError(f"the service did not start: {why or 'it died'} "
+                                       f"(log: {state / 'service.log'})")
+        raise ServiceError(f"the service did not start (log: {state / 'service.log'})")
+    finally:
+        os.close(failed_r)
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
