@@ -16,13 +16,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clikit import Cli
 from imagekit import busybox_layers, write_oci_layout
 from peer import go_peer
 from registry_fixture import unique_repo
@@ -46,38 +46,6 @@ __all__ = [
 
 ESTARGZ_ONLY = frozenset({"stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"})
 """Root entries a plain unpack of an eStargz layer has and a lazy mount hides."""
-
-
-@dataclass
-class Cli:
-    """``estargz --root <store> i ...`` as a subprocess, with no docker credentials around."""
-
-    root: Path
-    env: dict[str, str]
-
-    @classmethod
-    def at(cls, tmp: Path, name: str = "store") -> Cli:
-        env = {k: v for k, v in os.environ.items() if k != "ESTARGZ_ROOT"}
-        (tmp / "docker-config").mkdir(exist_ok=True)
-        env["DOCKER_CONFIG"] = str(tmp / "docker-config")
-        return cls(tmp / name, env)
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "estargz.cli.main", "--root", str(self.root), "i", *args],
-            capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
-        )
-
-    def __call__(self, *args: str) -> str:
-        """Run, insist on success, return stdout."""
-        proc = self.run(*args)
-        assert proc.returncode == 0, f"estargz i {' '.join(args)}:\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return proc.stdout
-
-    def mounts(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = json.loads(self("mounts", "--json"))
-        return rows
 
 
 def skopeo(*args: str) -> str:

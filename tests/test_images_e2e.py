@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import io
 import json
-import os
 import platform
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from clikit import Cli as Estargz
+from estargz.digest import sha256_digest as sha256
 from estargz.registry import Reference, RegistryClient
 from imagekit import busybox_layers, files_layer, write_oci_index, write_oci_layout
 from registry_fixture import RegistryServer, unique_repo
@@ -44,42 +43,11 @@ HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine().lower
                                                          platform.machine().lower())
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 # -- running things ------------------------------------------------------------------------
 
 
-@dataclass
-class Estargz:
-    """``estargz --root <store> i ...`` as a subprocess, with no docker credentials around."""
-
-    root: Path
-    env: dict[str, str]
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "estargz.cli.main", "--root", str(self.root), "i", *args],
-            capture_output=True, text=True, env=self.env, timeout=120, check=False,
-        )
-
-    def __call__(self, *args: str) -> str:
-        """Run, insist on success, return stdout."""
-        proc = self.run(*args)
-        assert proc.returncode == 0, f"estargz i {' '.join(args)}:\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr
-        return proc.stdout
-
-    def names(self) -> list[str]:
-        return self("ls", "-q").split()
-
-
 def _estargz(tmp: Path, store: str = "store") -> Estargz:
-    env = {k: v for k, v in os.environ.items() if k != "ESTARGZ_ROOT"}
-    (tmp / "docker-config").mkdir(exist_ok=True)
-    env["DOCKER_CONFIG"] = str(tmp / "docker-config")
-    return Estargz(tmp / store, env)
+    return Estargz.at(tmp, store)
 
 
 @pytest.fixture

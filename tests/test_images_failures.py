@@ -9,23 +9,21 @@ half image under any name. What does succeed is checked with skopeo and gzip/has
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
-import os
 import signal
 import subprocess
-import sys
 import tarfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from clikit import Cli as Estargz
+from estargz.digest import sha256_digest as sha256
 from estargz.registry import RegistryClient
 from faultproxy import FaultProxy
 from imagekit import busybox_layers, files_layer, random_file_layer, write_oci_layout
@@ -36,55 +34,9 @@ UNCOMPRESSED_SIZE = "io.containers.estargz.uncompressed-size"
 LAYER_DIGEST = "containerd.io/snapshot/stargz/layer.digest"
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class Estargz:
-    """``estargz --root <store> i ...`` as a subprocess, with no docker credentials around."""
-
-    root: Path
-    env: dict[str, str]
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "estargz.cli.main", "--root", str(self.root), "i", *args]
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
-                              timeout=120, check=False)
-
-    def __call__(self, *args: str) -> str:
-        proc = self.run(*args)
-        assert proc.returncode == 0, f"estargz i {' '.join(args)}:\n{proc.stderr}"
-        return proc.stdout
-
-    def fails(self, *args: str) -> str:
-        """Run, insist on exit status 1 with one line and no traceback; return that line."""
-        proc = self.run(*args)
-        assert proc.returncode == 1, (proc.returncode, proc.stderr)
-        lines = [line for line in proc.stderr.splitlines() if line.startswith("estargz: error")]
-        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-        return lines[0]
-
-    def names(self) -> list[str]:
-        return self("ls", "-q").split()
-
-    def blob(self, digest: str) -> Path:
-        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
-
-    def snapshot(self) -> list[tuple[str, int, int]]:
-        """Every file of the store with its size and mtime: equal snapshots, untouched store."""
-        return sorted((str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns)
-                      for p in self.root.rglob("*"))
-
-
 @pytest.fixture
 def cli(tmp_path: Path) -> Estargz:
-    env = {k: v for k, v in os.environ.items() if k != "ESTARGZ_ROOT"}
-    (tmp_path / "docker-config").mkdir()
-    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    return Estargz(tmp_path / "store", env)
+    return Estargz.at(tmp_path)
 
 
 def skopeo(*args: str) -> str:
