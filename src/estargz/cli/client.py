@@ -26,10 +26,18 @@ from estargz.paths import default_store_root, service_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
 
-__all__ = ["FORWARDED", "connect", "forward", "installation", "recv_message", "send_message"]
+__all__ = [
+    "FORWARDED",
+    "at_short_path",
+    "connect",
+    "forward",
+    "installation",
+    "recv_message",
+    "send_message",
+]
 
 FORWARDED = frozenset({"rpull", "umount", "mounts"})
 """``estargz i VERB`` commands the service runs: the ones that must answer quickly."""
@@ -112,17 +120,24 @@ def recv_message(sock: _socket.socket, max_fds: int = 0) -> tuple[object, list[i
         raise ValueError(f"not a message: {exc}") from exc
 
 
+def at_short_path(path: str, act: Callable[[str], None]) -> None:
+    """``act(name)`` with a name for ``path`` that fits a socket address (108 bytes): long
+    ones are reached through their directory's descriptor."""
+    if len(path) < 100:
+        act(path)
+        return
+    dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        act(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
+    finally:
+        os.close(dirfd)
+
+
 def connect(path: str) -> _socket.socket | None:
+    """A connection to the service's socket at ``path``; None if nothing answers there."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        if len(path) < 100:
-            sock.connect(path)
-        else:  # sun_path holds 108 bytes: go through the directory's descriptor
-            dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                sock.connect(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
-            finally:
-                os.close(dirfd)
+        at_short_path(path, sock.connect)
     except OSError:
         sock.close()
         return None

@@ -14,7 +14,6 @@ them serving.
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import fcntl
 import gc
@@ -32,7 +31,13 @@ from pathlib import Path
 
 from setproctitle import setproctitle
 
-from estargz.cli.client import connect, installation, recv_message, send_message
+from estargz.cli.client import (
+    at_short_path,
+    connect,
+    installation,
+    recv_message,
+    send_message,
+)
 from estargz.errors import EstargzError
 from estargz.lazy.daemon import detach
 from estargz.paths import default_store_root, service_socket
@@ -94,11 +99,9 @@ class Service:
             os.unlink(self.path)  # left by a service that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
-        dirfd = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
-        try:  # (through the directory's descriptor: sun_path holds only 108 bytes)
-            sock.bind(f"/proc/self/fd/{dirfd}/{os.path.basename(self.path)}")
+        try:
+            at_short_path(self.path, sock.bind)
         finally:
-            os.close(dirfd)
             os.umask(old)
         sock.listen(64)
         sock.settimeout(0.5)
@@ -185,14 +188,12 @@ class Service:
                    conn: socket.socket, peer: int) -> socket.socket:
         """Give ``conn`` to the spare worker; returns the next spare."""
         try:
-            spare.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                    array.array("i", [conn.fileno()]))])
+            send_message(spare, {"client": peer}, [conn.fileno()])
         except OSError as exc:  # the spare is gone: one made now takes the client
             log.warning("spare worker unavailable (%s); forking one", exc)
             spare.close()
             spare = self._spare(listener)
-            spare.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                    array.array("i", [conn.fileno()]))])
+            send_message(spare, {"client": peer}, [conn.fileno()])
         spare.close()
         log.info("pid %d: worker %d", peer, self.spare_pid)
         return self._spare(listener)
@@ -212,12 +213,10 @@ def _stdio(fds: list[int]) -> None:
 
 def _receive_connection(channel: socket.socket) -> socket.socket | None:
     """The client connection the service hands over; None when the service stops first."""
-    _data, ancdata, _flags, _addr = channel.recvmsg(1, socket.CMSG_SPACE(4))
-    for level, kind, raw in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(raw) >= 4:
-            fd = array.array("i", raw[:4])[0]
-            return socket.socket(fileno=fd)
-    return None
+    message = recv_message(channel, max_fds=1)
+    if message is None or len(message[1]) != 1:
+        return None
+    return socket.socket(fileno=message[1][0])
 
 
 def _watch_client(conn: socket.socket) -> None:
