@@ -230,3 +230,4 @@ def test_a_toc_that_cannot_be_indexed_fails_the_mount_with_its_reason(
     assert "Traceback" not in proc.stderr
     assert mounted_under(mounts.cli.root) == []
     assert list((mounts.cli.root / "state" / "mounts").iterdir()) == []
+    assert mounts.cli.names() == []  # the store names no image for a failed rpull

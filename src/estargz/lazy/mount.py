@@ -195,14 +195,15 @@ def rpull(
                                                    toc_image, say, feed)
             spec.layers = layers
             spec.save()
-            with store.lease():  # while the layer servers parse and index
+            with store.lease():  # blobs written while the layer servers parse and index
                 for layer, toc_json in zip(layers, tocs, strict=True):
                     store.put_meta(layer.digest, "toc.json", toc_json)
                 store.put_blob(config, manifest.config.digest)
                 for desc, raw in documents:
                     store.put_blob(raw, desc.digest)
+                info = _wait_ready(spec, ready)
+                # named only once mounted: a failed rpull leaves no name behind (1 ms)
                 store.set_images({str(ref): top}, require_layers=False)
-            info = _wait_ready(spec, ready)
         finally:
             for fd in [ready, *feeds]:
                 if fd >= 0:
