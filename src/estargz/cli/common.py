@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from estargz.reference import Reference
-from estargz.registry import Credentials, RegistryClient
+from estargz.registry import RegistryClient
 from estargz.store import ImageStore
 
 __all__ = ["add_registry_flags", "open_store", "registry_client"]
@@ -18,12 +18,10 @@ def open_store(args: argparse.Namespace) -> ImageStore:
 
 
 def registry_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
-    user = getattr(args, "user", None)
-    return RegistryClient(
-        ref.registry,
-        plain_http=True if getattr(args, "plain_http", False) else None,
-        insecure_skip_verify=bool(getattr(args, "skip_verify", False)),
-        credentials=Credentials.from_user(user) if user else None,
+    return RegistryClient.for_user(
+        ref.registry, plain_http=bool(getattr(args, "plain_http", False)),
+        skip_verify=bool(getattr(args, "skip_verify", False)),
+        user=getattr(args, "user", None) or "",
     )
 
 

@@ -30,7 +30,7 @@ from estargz.lazy.fuse import LayerOperations, serve
 from estargz.lazy.layerfs import LayerFS
 from estargz.lazy.remote import FetchStats, ResilientSource
 from estargz.lazy.spec import LayerSpec, MountSpec, receive_layer, write_json
-from estargz.registry import Credentials, RegistryClient
+from estargz.registry import RegistryClient
 from estargz.store import ImageStore
 
 __all__ = ["LayerServer", "main", "registry_client", "run_layer"]
@@ -163,9 +163,8 @@ class LayerServer:
 
 def registry_client(spec: MountSpec) -> RegistryClient:
     """A client for the mount's registry, with the credentials rpull was given."""
-    credentials = Credentials.from_user(spec.user) if spec.user else None
-    return RegistryClient(spec.registry, plain_http=spec.plain_http or None,
-                          insecure_skip_verify=spec.skip_verify, credentials=credentials)
+    return RegistryClient.for_user(spec.registry, plain_http=spec.plain_http,
+                                   skip_verify=spec.skip_verify, user=spec.user)
 
 
 def run_layer(spec: MountSpec, index: int, feed: int | None = None,
