@@ -81,7 +81,7 @@ class ResilientSource:
 
     def _buffered(self, offset: int, size: int) -> bytes | None:
         with self._lock:
-            for start, data in self._ahead.items():
+            for start, data in reversed(self._ahead.items()):  # the newest is the likely one
                 if start <= offset and offset + size <= start + len(data):
                     return data[offset - start : offset - start + size]
         return None
