@@ -72,6 +72,8 @@ class FaultProxy:
         self.upstream_headers = dict(upstream_headers or {})
         self.rules: list[Rule] = []
         self.requests: list[Seen] = []
+        self.connections = 0
+        """Connections accepted so far: whether a client reuses its connections."""
         self._lock = threading.Lock()
         self._port = port
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -153,6 +155,7 @@ class FaultProxy:
     def _track(self, sock: socket.socket, add: bool) -> None:
         with self._lock:
             (self._sockets.add if add else self._sockets.discard)(sock)
+            self.connections += add
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

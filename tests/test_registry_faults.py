@@ -179,6 +179,18 @@ def test_range_read_dropped_mid_body(client: RegistryClient, proxy: FaultProxy,
                                                                 "bytes=5000-99999"]
 
 
+def test_range_reads_keep_their_connection(client: RegistryClient, proxy: FaultProxy,
+                                          pushed: str) -> None:
+    """A range read ends its response cleanly, so the next one reuses the connection (a new
+    connection per lazy read would cost a TLS handshake each on a real registry)."""
+    assert client.read_range(pushed, DIGEST, 0, 1000) == BLOB[:1000]
+    opened = proxy.connections
+    for offset in (100_000, 300_000, len(BLOB) - 10):
+        assert client.read_range(pushed, DIGEST, offset, 1000) == BLOB[offset : offset + 1000]
+    assert proxy.connections == opened
+    assert len(proxy.seen("GET")) == 4
+
+
 RANGES = [(0, 100), (10_000, 5000), (399_000, 2000), (50, 0), (123_456, 1)]
 EXPECTED = [BLOB[o : o + n] for o, n in RANGES]
 

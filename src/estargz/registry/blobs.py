@@ -49,6 +49,16 @@ def _after(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:
         skip = 0
 
 
+def _finish(body: Iterator[bytes], limit: int = 64 << 10) -> None:
+    """Read what is left of a range's body (normally nothing but its end), so that its
+    connection goes back to the pool: a response closed early closes the connection, and the
+    next range read would open a new one."""
+    for chunk in body:
+        limit -= len(chunk)
+        if limit < 0:
+            return
+
+
 def fetch_blob(
     session: Session,
     repo: str,
@@ -144,12 +154,15 @@ def read_range(session: Session, repo: str, digest: str, offset: int, length: in
                         )
                     skip = 0
                     at_end = got.total is not None and got.end + 1 >= got.total
-                for chunk in _after(response.iter_raw(), skip):
+                body = response.iter_raw()
+                for chunk in _after(body, skip):
                     out += chunk[: length - len(out)]
                     if len(out) >= length:
                         break
                 else:
                     at_end = at_end or response.status_code == 200
+                if len(out) >= length and response.status_code == 206:
+                    _finish(body)
         except httpx.TransportError as exc:
             at_end, error = False, exc
         if at_end:
