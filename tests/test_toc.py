@@ -5,14 +5,17 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import random
 import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 from estargz.errors import InvalidTOC
 from estargz.format import TOCEntry, decode_toc, encode_toc, toc_digest
-from estargz.format.toc import paused_gc
+from estargz.format import toc
+from estargz.format.toc import _decode_slowly, paused_gc
 
 GO_FIELD_ORDER = [
     "name", "type", "size", "modtime", "linkName", "mode", "uid", "gid", "userName",
@@ -179,7 +182,7 @@ def test_largest_int_is_accepted() -> None:
     assert entry.size == (1 << 63) - 1
 
 
-# --- decoding in batches, and the collector paused meanwhile --------------------------------
+# --- the fast decoder against the slow one, and the collector paused meanwhile --------------
 
 
 def test_entries_of_many_key_sets_decode_in_toc_order() -> None:
@@ -201,6 +204,72 @@ def test_entries_of_many_key_sets_decode_in_toc_order() -> None:
         TOCEntry(name="d/x", type="reg", xattrs={"user.a": b"yy"}),
     ]
     assert len({id(e.xattrs) for e in entries}) == len(entries)  # each its own, as by default
+
+
+_ODD_VALUES = [
+    None, True, False, 0, 1, -1, 1.0, 1.5, 1e30, (1 << 63) - 1, 1 << 63, 1 << 64, -(1 << 63),
+    "", "x", "12", "YQ==", "YQ", "Y Q==", "YQ==\n", "-_8=", "AA==AA==", "\u00e9", "\ud800",
+    [], ["a"], {}, {"user.a": "YQ=="}, {"user.a": "!!"}, {"user.a": None}, {"user.a": 1},
+    {"": ""}, "reg", "dir", "chunk", "socket",
+]
+_KEYS = [*GO_FIELD_ORDER, "future", "Name", "SIZE", "chunk_digest"]
+_SOUND: dict[str, Any] = {
+    "name": "a/b", "type": "symlink", "modtime": "2023-11-14T22:13:20Z", "linkName": "a",
+    "userName": "u", "groupName": "g", "digest": "sha256:00", "chunkDigest": "sha256:11",
+    "xattrs": {"user.a": "YQ==", "trusted.b": ""}, "future": {"x": [1, None]},
+}
+
+
+def _random_toc(rng: random.Random) -> bytes:
+    """A TOC as JSON text, mostly sound, with odd values, keys and bytes mixed in: duplicate
+    keys, escapes, invalid UTF-8 and broken documents, which Python's json cannot write."""
+    entries = []
+    for _ in range(rng.randrange(6)):
+        fields = {"name": f"f{rng.randrange(3)}", "type": rng.choice(["reg", "dir", "chunk"])}
+        for _ in range(rng.randrange(5)):
+            key = rng.choice(_KEYS)
+            fields[key] = rng.choice(_ODD_VALUES) if rng.random() < 0.2 else _SOUND.get(
+                key, rng.randrange(1 << 20))
+        text = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}"
+                         for k, v in fields.items())
+        if rng.random() < 0.1:
+            text += f', "{rng.choice(_KEYS)}": {json.dumps(rng.choice(_ODD_VALUES))}'  # twice
+        entries.append("{" + text + "}" if rng.random() < 0.95 else json.dumps(
+            rng.choice(_ODD_VALUES)))
+    body = "[" + ", ".join(entries) + "]"
+    doc = rng.choice([f'{{"version": 1, "entries": {body}}}', f'{{"entries": {body}, "x": 2}}',
+                      body, f'{{"entries": null}}', f'{{"entries": {body}'])
+    data = doc.encode()
+    if rng.random() < 0.05:
+        data = data.replace(b"f1", b"f\xff", 1)  # not UTF-8
+    if rng.random() < 0.05:
+        data = data.replace(b'"f0"', b'"\\ud800"', 1)  # a lone surrogate, escaped
+    return data
+
+
+def _outcome(decode: Any, data: bytes) -> list[TOCEntry] | str:
+    try:
+        return list(decode(data))
+    except InvalidTOC as exc:
+        return f"refused: {exc}"
+
+
+def test_fast_decoding_accepts_and_refuses_what_the_slow_one_does() -> None:
+    """decode_toc decodes in C and falls back to the slow, explaining decoder on any doubt:
+    the two must agree on every document, sound or not."""
+    rng = random.Random(20261127)
+    accepted = fast_path = 0
+    for _ in range(20_000):
+        data = _random_toc(rng)
+        fast, slow = _outcome(decode_toc, data), _outcome(_decode_slowly, data)
+        assert fast == slow, data
+        accepted += isinstance(fast, list) and bool(fast)
+        try:
+            toc._DECODER.decode(data)
+            fast_path += 1
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            pass
+    assert accepted > 1500 and fast_path > 5000  # neither all refused nor all slow
 
 
 def test_the_first_bad_entry_is_named_whichever_batch_it_is_in() -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
-import functools
 import gc
 import hashlib
-import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import orjson
 
 from estargz.errors import InvalidTOC
@@ -42,7 +40,6 @@ _FIELDS: tuple[tuple[str, str, type], ...] = (
     ("chunk_size", "chunkSize", int),
     ("chunk_digest", "chunkDigest", str),
 )
-_BY_JSON = {json_name: (attr, kind) for attr, json_name, kind in _FIELDS}
 _MAX_INT = (1 << 63) - 1
 
 
@@ -145,85 +142,45 @@ def _decode_entry(raw: Any, index: int) -> TOCEntry:
     return TOCEntry(**kwargs)
 
 
-def _fields() -> list[tuple[str, Callable[[], Iterator[Any]]]]:
-    """TOCEntry's fields in constructor order, each with a source of default values."""
-    out: list[tuple[str, Callable[[], Iterator[Any]]]] = []
-    for f in dataclasses.fields(TOCEntry):
-        if f.default_factory is not dataclasses.MISSING:
-            out.append((f.name, functools.partial(iter, f.default_factory, None)))  # fresh ones
-        else:
-            out.append((f.name, functools.partial(itertools.repeat, f.default)))
-    return out
+class _TOC(msgspec.Struct, gc=False):
+    entries: list[TOCEntry] | None = None
 
 
-_CONSTRUCTOR_ORDER = _fields()
+_DECODER = msgspec.json.Decoder(_TOC)
 
 
-def _build(shape: tuple[str, ...], rows: list[dict[str, Any]]) -> list[TOCEntry] | None:
-    """Entries that all have the keys ``shape``, checked and built a column at a time; None
-    when any of them needs :func:`_decode_entry` (xattrs, unknown keys, nulls, bad values)."""
-    if "name" not in shape or "type" not in shape or "xattrs" in shape:
-        return None
-    if any(key not in _KINDS for key in shape):
-        return None
-    columns = dict(zip(shape, zip(*map(dict.values, rows), strict=True), strict=True))
-    for key, column in columns.items():
-        if _KINDS[key] is str:
-            try:
-                "".join(column)  # only str joins (orjson makes no subclasses): a fast check
-            except TypeError:
-                return None
-        elif set(map(type, column)) != {int} or min(column) < 0 or max(column) > _MAX_INT:
-            return None
-    if not ENTRY_TYPES.issuperset(columns["type"]):
-        return None
-    args = [columns[_JSON[attr]] if _JSON[attr] in columns else default()
-            for attr, default in _CONSTRUCTOR_ORDER]
-    return list(map(TOCEntry, *args))
-
-
-def _decode_entries(raw_entries: list[Any]) -> list[TOCEntry]:
-    """Entries mostly share a handful of key sets: each set is decoded as a batch, a column at
-    a time. Entries out of the ordinary go through :func:`_decode_entry`; if one of them is
-    refused, the whole TOC goes through it, in order, so that the first bad entry is named."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, raw in enumerate(raw_entries):
-        if type(raw) is not dict:
-            return [_decode_entry(raw, i) for i, raw in enumerate(raw_entries)]
-        shape = tuple(raw)
-        group = groups.get(shape)
-        if group is None:
-            groups[shape] = [index]
-        else:
-            group.append(index)
-    out: list[Any] = [None] * len(raw_entries)
+def _decode_slowly(toc_json: bytes) -> list[TOCEntry]:
+    """Entry by entry: tolerates nulls (Go's decoder ignores them) and names the first bad
+    entry and field."""
     try:
-        for shape, indices in groups.items():
-            rows = [raw_entries[i] for i in indices]
-            built = _build(shape, rows)
-            if built is None:
-                built = [_decode_entry(raw, i) for i, raw in zip(indices, rows, strict=True)]
-            for i, entry in zip(indices, built, strict=True):
-                out[i] = entry
-    except InvalidTOC:
-        return [_decode_entry(raw, i) for i, raw in enumerate(raw_entries)]
-    return out
+        doc = orjson.loads(toc_json)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidTOC(f"TOC is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidTOC("TOC is not a JSON object")
+    raw_entries = doc.get("entries")
+    if raw_entries is None:
+        return []
+    if not isinstance(raw_entries, list):
+        raise InvalidTOC("TOC 'entries' is not an array")
+    return [_decode_entry(raw, i) for i, raw in enumerate(raw_entries)]
 
 
 def decode_toc(toc_json: bytes) -> list[TOCEntry]:
-    """Parse and type-check a TOC; the semantic checks live in the reader's index."""
-    with paused_gc():  # the parsed dicts and the entries are thousands of tracked objects
+    """Parse and type-check a TOC; the semantic checks live in the reader's index.
+
+    A well-formed TOC decodes in one pass in C, straight into entries (a third of the time
+    of parsing to dicts and building entries from them); anything else (invalid JSON or
+    field types, unknown entry types, nulls) is decoded again slowly, to be accepted as
+    Go's decoder would or refused with the exact entry and field named.
+    """
+    with paused_gc():  # the parsed entries are thousands of new objects
         try:
-            doc = orjson.loads(toc_json)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidTOC(f"TOC is not valid JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise InvalidTOC("TOC is not a JSON object")
-        raw_entries = doc.get("entries")
-        if raw_entries is None:
-            raw_entries = []
-        if not isinstance(raw_entries, list):
-            raise InvalidTOC("TOC 'entries' is not an array")
-        entries = _decode_entries(raw_entries)
-        del doc, raw_entries  # freed now, or the collector would look at them on the way out
+            entries = _DECODER.decode(toc_json).entries
+        except (msgspec.MsgspecError, UnicodeDecodeError):  # (not UTF-8: the latter)
+            return _decode_slowly(toc_json)
+        if entries is None:
+            return []
+        if not ENTRY_TYPES.issuperset({e.type for e in entries}):
+            return _decode_slowly(toc_json)
         return entries

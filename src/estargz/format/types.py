@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated
+
+import msgspec
 
 __all__ = [
     "CHUNK_SIZE_DEFAULT",
@@ -59,30 +61,35 @@ TOC_LAYER_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/layer.digest"
 ENTRY_TYPES = frozenset({"dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"})
 
 
-@dataclass(slots=True)
-class TOCEntry:
+_Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+"""A TOC integer: JSON decoding refuses negatives and what Go's int64 cannot hold."""
+
+
+class TOCEntry(msgspec.Struct, rename="camel", gc=False):
     """One element of the TOC's ``entries`` array.
 
-    Field names follow Python; ``toc.py`` maps them to the JSON names of the Go struct. Zero
-    values mean "absent", exactly as the Go encoder's ``omitempty`` writes them.
+    Field names follow Python, JSON names are the Go struct's (camelCase). Zero values mean
+    "absent", exactly as the Go encoder's ``omitempty`` writes them. A ``msgspec`` struct, so
+    that a TOC decodes straight into entries, type-checked in C (``toc.decode_toc``); never in
+    a reference cycle, so the collector need not track the thousands of them.
     """
 
     name: str
     type: str
-    size: int = 0
+    size: _Count = 0
     modtime: str = ""
     link_name: str = ""
-    mode: int = 0
-    uid: int = 0
-    gid: int = 0
+    mode: _Count = 0
+    uid: _Count = 0
+    gid: _Count = 0
     user_name: str = ""
     group_name: str = ""
-    dev_major: int = 0
-    dev_minor: int = 0
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    dev_major: _Count = 0
+    dev_minor: _Count = 0
+    xattrs: dict[str, bytes] = {}  # (msgspec gives each entry its own empty dict)
     digest: str = ""
-    offset: int = 0
-    inner_offset: int = 0
-    chunk_offset: int = 0
-    chunk_size: int = 0
+    offset: _Count = 0
+    inner_offset: _Count = 0
+    chunk_offset: _Count = 0
+    chunk_size: _Count = 0
     chunk_digest: str = ""
