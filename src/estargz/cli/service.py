@@ -77,7 +77,10 @@ def _warm() -> argparse.ArgumentParser:
 
     default_ssl_context()
     RegistryClient("127.0.0.1:1").close()  # the HTTP stack imports the rest on first use
-    return build_parser()
+    "localhost".encode("idna")  # (the codec sockets use for host names, imported on first use)
+    parser = build_parser()
+    parser.parse_args(["i", "rpull", "localhost/warm"])  # (argparse compiles patterns on use)
+    return parser
 
 
 class Service:

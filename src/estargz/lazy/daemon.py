@@ -33,9 +33,12 @@ log = logging.getLogger("estargz.lazy")
 _MOUNT_TIMEOUT = 60.0
 
 
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(field: str) -> str:
     """/proc/mounts writes space, tab, newline and backslash in paths as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
