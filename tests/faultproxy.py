@@ -11,7 +11,8 @@ Rules match a method and a path regex and apply to the next ``times`` matching r
 * ``refuse_multirange``: drop the Range header only when it names several ranges;
 * ``first_range_only``: forward only the first of several ranges (a single-part 206);
 * ``truncate``: forward, then cut a 206 body to ``after`` bytes (a short read);
-* ``redirect``: answer 307 to the same path and query on ``target`` (another listener).
+* ``redirect``: answer 307 to the same path and query on ``target`` (another listener);
+* ``delay``: forward after ``seconds`` (a slow registry: requests stay in flight a while).
 
 Every request is recorded (method, path, headers) so tests can check what was sent where.
 ``upstream_headers`` are added to forwarded requests (a storage stand-in that signs its own
@@ -27,6 +28,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ class Rule:
     headers: dict[str, str] = field(default_factory=dict)
     after: int = 0
     target: str = ""
+    seconds: float = 0.0
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -222,6 +225,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if "redirect" in actions:
             target = actions["redirect"].target.rstrip("/") + self.path
             return self._send(307, [("Location", target)], b"")
+        if "delay" in actions:
+            time.sleep(actions["delay"].seconds)
         forward = {k: v for k, v in headers.items() if k.lower() not in _HOP}
         forward.update(self.proxy.upstream_headers)
         rng = forward.get("Range")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from estargz.format import BlobReader, open_blob
+from estargz.lazy.remote import ResilientSource
 from estargz.registry import Reference, RegistryClient
 from faultproxy import FaultProxy
 from imagekit import HELLO
@@ -142,6 +144,58 @@ def test_reads_fetch_only_the_members_they_need(images: Images, mounts: Mounts,
     assert len(big) == 3 and not cached & set(big), cached
     assert r0.chunks("etc/passwd")[0].key in cached
     assert _stats(mounts, mount)[0]["cached_chunks_percent"] < 50
+
+
+def test_concurrent_reads_of_one_chunk_fetch_it_once(images: Images, mounts: Mounts,
+                                                     proxy: FaultProxy) -> None:
+    """The kernel hands the reads of one large file to several FUSE threads at once; while one
+    of them fetches a chunk, the others wait for it instead of fetching it again."""
+    ref = images.get("default")
+    (d0, r0), _ = _layers(ref)
+    mount = mounts.mount("--no-background-fetch", _via(proxy, ref))
+    first = r0.chunks("data/big.bin")[0]
+    proxy.clear()
+    proxy.add("delay", method="GET", path=f"/blobs/{d0}", times=None, seconds=0.5)
+    want = bytes(range(256)) * 40_000
+    got: dict[int, bytes] = {}
+
+    def read(offset: int) -> None:
+        with open(mount / "data/big.bin", "rb", buffering=0) as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)  # no kernel read-ahead
+            got[offset] = os.pread(f.fileno(), 4096, offset)
+
+    offsets = [i * (first.size // 6) for i in range(6)]
+    threads = [threading.Thread(target=read, args=(o,)) for o in offsets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {o: want[o : o + 4096] for o in offsets}
+    gets = _blob_gets(proxy, d0)
+    assert len(gets) == 1 and gets[0][0] == first.offset, gets
+
+
+def test_a_read_waits_for_the_background_fetch_of_its_chunk(images: Images,
+                                                            proxy: FaultProxy) -> None:
+    """A chunk that the background fetch is fetching is not fetched a second time for a read:
+    the read waits for it (chunk by chunk: as soon as that chunk is verified)."""
+    ref = Reference.parse(_via(proxy, images.get("default")))
+    (d0, r0), _ = _layers(images.get("default"))
+    big = [("data/big.bin", c) for c in r0.chunks("data/big.bin")]
+    with RegistryClient(ref.registry) as client:
+        size = client.blob_size(ref.repository, d0)
+        remote = open_blob(ResilientSource(client.blob(ref.repository, d0, size))).skip_verify()
+        proxy.clear()
+        proxy.add("delay", method="GET", path=f"/blobs/{d0}", times=None, seconds=0.5)
+        background = threading.Thread(target=remote.fetch_range, args=(big,))
+        background.start()
+        wait_for("the background request", lambda: bool(_blob_gets(proxy, d0)), timeout=5)
+        last = big[-1][1]
+        assert remote.read_chunk("data/big.bin", last) == \
+            (bytes(range(256)) * 40_000)[last.chunk_offset : last.chunk_offset + last.size]
+        background.join()
+    gets = _blob_gets(proxy, d0)
+    assert gets == [(big[0][1].offset, big[-1][1].member_end)], gets  # one request in all
 
 
 def test_background_fetch_caches_every_chunk(images: Images, mounts: Mounts,

@@ -314,6 +314,32 @@ class _LRU:
                 self._size -= len(dropped)
 
 
+class _InFlight:
+    """Chunks being fetched right now, so that a second reader of one waits for the first
+    instead of fetching the same bytes again: the kernel sends the reads of one large file
+    to several threads at once, and the background fetch meets the workload's reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[tuple[int, int], threading.Event] = {}
+
+    def claim(self, key: tuple[int, int]) -> threading.Event | None:
+        """None when the caller now fetches ``key`` (and must :meth:`release` it), else the
+        event of the reader already fetching it."""
+        with self._lock:
+            event = self._events.get(key)
+            if event is None:
+                self._events[key] = threading.Event()
+            return event
+
+    def release(self, key: tuple[int, int]) -> None:
+        """The fetch of ``key`` is over: verified and cached, or failed."""
+        with self._lock:
+            event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+
 class BlobReader:
     """Lookup, listing and verified reads over a blob whose TOC has been accepted."""
 
@@ -341,6 +367,7 @@ class BlobReader:
         self._blob_order: list[tuple[str, Chunk]] | None = None
         self._cache = _LRU(cache_bytes)
         self._chunk_cache = chunk_cache
+        self._in_flight = _InFlight()
         self.prefetch_size = blob.prefetch_size
         with paused_gc():
             self._index()
@@ -670,10 +697,25 @@ class BlobReader:
             self._chunk_cache.put(chunk.key, data)
 
     def read_chunk(self, name: str, chunk: Chunk) -> bytes:
-        """The verified bytes of one chunk."""
+        """The verified bytes of one chunk. If another thread is fetching it, its result is
+        awaited (and, should that fetch fail, the chunk is fetched here)."""
         cached = self._cached(name, chunk)
         if cached is not None:
             return cached
+        key = (chunk.offset, chunk.inner_offset)
+        other = self._in_flight.claim(key)
+        if other is not None:
+            other.wait()
+            cached = self._cached(name, chunk)
+            if cached is not None:
+                return cached
+            return self._fetch_chunk(name, chunk)
+        try:
+            return self._fetch_chunk(name, chunk)
+        finally:
+            self._in_flight.release(key)
+
+    def _fetch_chunk(self, name: str, chunk: Chunk) -> bytes:
         raw = self._member_bytes(name, chunk)
         data = raw[chunk.inner_offset : chunk.inner_offset + chunk.size]
         self._check(name, chunk, data)
@@ -699,13 +741,36 @@ class BlobReader:
         return list(self._blob_order)
 
     def fetch_range(self, chunks: list[tuple[str, Chunk]]) -> int:
-        """Fetch the members holding ``chunks`` in ONE read, verify and cache every chunk.
+        """Fetch the members holding ``chunks`` in one read per run of them, verify and cache
+        every chunk. Chunks that are cached, or that another thread is fetching, are left out
+        (a run ends there).
 
         For prefetching: ``chunks`` must be in blob order. Returns the compressed bytes read.
         """
-        todo = [(n, c) for n, c in chunks if not self.is_cached(n, c)]
-        if not todo:
-            return 0
+        runs: list[list[tuple[str, Chunk]]] = [[]]
+        claimed: set[tuple[int, int]] = set()
+        for name, chunk in chunks:
+            key = (chunk.offset, chunk.inner_offset)
+            if key in claimed or self.is_cached(name, chunk) or \
+                    self._in_flight.claim(key) is not None:
+                if runs[-1]:
+                    runs.append([])
+                continue
+            claimed.add(key)
+            runs[-1].append((name, chunk))
+        fetched = 0
+        try:
+            for todo in runs:
+                if todo:
+                    fetched += self._fetch_run(todo, claimed)
+        finally:
+            for key in claimed:  # not verified: the fetch failed
+                self._in_flight.release(key)
+        return fetched
+
+    def _fetch_run(self, todo: list[tuple[str, Chunk]], claimed: set[tuple[int, int]]) -> int:
+        """One read for ``todo`` (chunks in blob order, claimed); each is released as soon as
+        it is verified and cached, so that readers waiting for it go on."""
         start = todo[0][1].offset
         end = max(c.member_end for _, c in todo)
         data = _read_exact(self.source, start, end - start, f"range [{start}, {end})")
@@ -730,6 +795,10 @@ class BlobReader:
                                   f"past the end of its gzip member ({len(raw)} bytes)")
             self._check(name, c, chunk_data)
             self._keep(c, chunk_data)
+            key = (c.offset, c.inner_offset)
+            if key in claimed:
+                claimed.discard(key)
+                self._in_flight.release(key)
         return end - start
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:
