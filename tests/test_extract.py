@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from estargz.errors import EstargzError
 from estargz.format import BlobReader, BuildOptions, build, extract, open_blob
 from tarbuild import make_tar
 
@@ -185,3 +186,30 @@ def test_extract_into_existing_empty_directory(tmp_path: Path) -> None:
     root.mkdir()
     extract(open_layer(make_tar(member("f", data=b"1"))), str(root))
     assert (root / "f").read_bytes() == b"1"
+
+
+def test_a_file_that_fails_verification_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Each file is written under a temporary name and renamed into place once verified: a bad
+    chunk fails the extraction, leaves no partial file, and over an existing tree, keeps the
+    old file as it was."""
+    tar = make_tar(member("a", data=b"first"), member("big", data=BIG), member("z", data=b"z"))
+    out = io.BytesIO()
+    result = build(io.BytesIO(tar), out, BuildOptions(chunk_size=5000))
+    blob = bytearray(out.getvalue())
+    good = open_blob(bytes(blob)).verify_toc(result.toc_digest)
+    second = good.chunks("big")[1]
+    blob[(second.offset + second.member_end) // 2] ^= 0xFF  # inside the second chunk's member
+    bad = open_blob(bytes(blob)).verify_toc(result.toc_digest)
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(EstargzError, match="'big'"):
+        extract(bad, str(fresh))
+    assert sorted(p.name for p in fresh.iterdir()) == [".no.prefetch.landmark", "a"]  # no big
+
+    over = tmp_path / "over"
+    extract(good, str(over))
+    (over / "big").write_bytes(b"old content")
+    with pytest.raises(EstargzError, match="'big'"):
+        extract(bad, str(over))
+    assert (over / "big").read_bytes() == b"old content"
+    assert sorted(p.name for p in over.iterdir()) == [".no.prefetch.landmark", "a", "big", "z"]

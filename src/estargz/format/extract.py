@@ -83,7 +83,9 @@ class _Tree:
         self._fds.clear()
 
 
-def _remove(pfd: int, base: str, keep_dir: bool) -> None:
+def _remove(pfd: int, base: str, keep_dir: bool, keep_file: bool = False) -> None:
+    """Clear the way for a new entry: a directory stays for a directory and is refused for
+    anything else; anything else goes, unless ``keep_file`` (a rename will replace it)."""
     try:
         st = os.lstat(base, dir_fd=pfd)
     except FileNotFoundError:
@@ -92,25 +94,39 @@ def _remove(pfd: int, base: str, keep_dir: bool) -> None:
         if keep_dir:
             return
         raise UnsafePath(f"{base!r}: a directory is in the way of a non-directory entry")
-    os.unlink(base, dir_fd=pfd)
+    if not keep_file:
+        os.unlink(base, dir_fd=pfd)
 
 
-def _write_file(reader: BlobReader, info: FileInfo, pfd: int, base: str) -> tuple[int, int]:
-    fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+def _place_file(reader: BlobReader, info: FileInfo, pfd: int, base: str, as_root: bool,
+                report: ExtractReport) -> int:
+    """Write a regular file under a temporary name, verified chunk by chunk, set its metadata,
+    then rename it into place: a failure leaves no partial file and, over an existing tree,
+    the old file as it was. Returns the bytes written."""
+    tmp = f".estargz-{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=pfd)  # left by a killed run of a process with the same pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=pfd)
     written = 0
     try:
-        for chunk in reader.chunks(info.name):
-            data = reader.read_chunk(info.hardlink_to or info.name, chunk)
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            written += len(data)
+        try:
+            for chunk in reader.chunks(info.name):
+                data = reader.read_chunk(info.hardlink_to or info.name, chunk)
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                written += len(data)
+            _apply(info, pfd, None, fd, as_root, report)
+        finally:
+            os.close(fd)
+        os.rename(tmp, base, src_dir_fd=pfd, dst_dir_fd=pfd)
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=pfd)
         raise
-    return fd, written
+    return written
 
 
 def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False) -> ExtractReport:
@@ -135,8 +151,7 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
             parent, _, base = info.name.rpartition("/")
             pfd = tree.dir_fd(parent)
             kind = info.type if info.hardlink_to is None else "hardlink"
-            _remove(pfd, base, keep_dir=kind == "dir")
-            fd = -1
+            _remove(pfd, base, keep_dir=kind == "dir", keep_file=kind == "reg")
             if kind == "dir":
                 tree.dir_fd(info.name)
                 dirs.append((info.name, info))
@@ -144,10 +159,10 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
             if kind == "hardlink":
                 links.append(info)  # after all files: a duplicate may put its target later
                 continue
-            if kind == "reg":
-                fd, n = _write_file(reader, info, pfd, base)
-                report.bytes += n
-            elif kind == "symlink":
+            if kind == "reg":  # (replaces an old file only once the new one is complete)
+                report.bytes += _place_file(reader, info, pfd, base, as_root, report)
+                continue
+            if kind == "symlink":
                 os.symlink(info.link_name, base, dir_fd=pfd)
             elif kind in ("char", "block"):
                 fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
@@ -155,11 +170,7 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
                          info.dev_minor), dir_fd=pfd)
             elif kind == "fifo":
                 os.mkfifo(base, info.mode & 0o7777, dir_fd=pfd)
-            try:
-                _apply(info, pfd, base, fd, as_root, report)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+            _apply(info, pfd, base, -1, as_root, report)
         for info in links:
             assert info.hardlink_to is not None
             parent, _, base = info.name.rpartition("/")
