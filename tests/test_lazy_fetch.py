@@ -264,6 +264,33 @@ def test_a_read_waits_while_the_registry_is_away(images: Images, mounts: Mounts,
     assert " failed" not in log, log
 
 
+def test_a_read_fails_with_eio_once_the_read_timeout_is_over(images: Images, mounts: Mounts,
+                                                             proxy: FaultProxy) -> None:
+    mount = mounts.mount("--no-background-fetch", "--read-timeout", "2",
+                         _via(proxy, images.get("default")))
+    proxy.stop()
+    started = time.monotonic()
+    with pytest.raises(OSError) as failed:
+        (mount / "etc/os-release").read_bytes()
+    waited = time.monotonic() - started
+    assert failed.value.errno == errno.EIO
+    assert 1.5 <= waited < 15, waited
+    log = (mounts.state_dir(mount) / "daemon.log").read_text()
+    assert "unreachable for 2s" in log, log
+
+
+def test_min_request_sets_the_smallest_range(images: Images, mounts: Mounts,
+                                             proxy: FaultProxy) -> None:
+    ref = images.get("default")
+    (d0, r0), _ = _layers(ref)
+    mount = mounts.mount("--no-background-fetch", "--min-request", "256K", _via(proxy, ref))
+    proxy.clear()
+    assert (mount / "etc/passwd").read_bytes() == PASSWD
+    (chunk,) = r0.chunks("etc/passwd")
+    size = _stats(mounts, mount)[0]["size"]
+    assert _blob_gets(proxy, d0) == [(chunk.offset, min(chunk.offset + (256 << 10), size))]
+
+
 def test_prioritized_files_are_prefetched_in_one_request(images: Images, mounts: Mounts,
                                                          proxy: FaultProxy) -> None:
     ref = images.get("prioritized")

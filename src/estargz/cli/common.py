@@ -32,3 +32,4 @@ def add_registry_flags(p: argparse.ArgumentParser) -> None:
                    action="store_true", help="do not verify the registry's TLS certificate")
     p.add_argument("--user", "-u", metavar="USER[:PASSWORD]",
                    help="registry credentials (default: ~/.docker/config.json)")
+

@@ -7,25 +7,11 @@ import sys
 from pathlib import Path
 
 from estargz.cli.output import atomic_output, emit_json, say
+from estargz.cli.units import parse_size
 from estargz.format import BlobReader, BuildOptions, build, extract, open_blob
 from estargz.format.compression import available_engines
 
 __all__ = ["add_layer_commands"]
-
-
-def _size(text: str) -> int:
-    """Sizes accept a plain byte count or a K/M/G suffix (powers of 1024)."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        value = int(number) * mult
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("sizes cannot be negative")
-    return value
 
 
 def _read_list(path: str) -> list[str]:
@@ -114,8 +100,8 @@ def add_layer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = cmds.add_parser("convert", help="tar or tar.gz to eStargz")
     p.add_argument("input", metavar="IN", help="tar or tar.gz ('-' for stdin)")
     p.add_argument("output", metavar="OUT", help="eStargz blob ('-' for stdout)")
-    p.add_argument("--chunk-size", type=_size, default=4 << 20, metavar="N")
-    p.add_argument("--min-chunk-size", type=_size, default=0, metavar="N",
+    p.add_argument("--chunk-size", type=parse_size, default=4 << 20, metavar="N")
+    p.add_argument("--min-chunk-size", type=parse_size, default=0, metavar="N",
                    help="pack small payloads into shared gzip members (innerOffset)")
     p.add_argument("--prioritized-files", metavar="FILE", help="paths to put first, one a line")
     p.add_argument("--allow-missing-prioritized", action="store_true",

@@ -8,8 +8,10 @@ from typing import Any
 
 from estargz.cli.common import add_registry_flags, open_store, registry_client
 from estargz.cli.output import emit_json
+from estargz.cli.units import parse_seconds, parse_size
 from estargz.image.model import Platform
 from estargz.lazy.mount import list_mounts, rpull, umount
+from estargz.lazy.spec import CACHE_BYTES, MIN_REQUEST, READ_TIMEOUT
 from estargz.registry import Reference
 
 __all__ = ["add_lazy_commands"]
@@ -24,6 +26,8 @@ def _cmd_rpull(args: argparse.Namespace) -> int:
             store, client, ref, mountpoint=args.mount, toc_image=args.toc_image,
             platform=platform, upper=args.upper, background_fetch=not args.no_background_fetch,
             plain_http=args.plain_http, skip_verify=args.skip_verify, user=args.user or "",
+            min_request=args.min_request, read_timeout=args.read_timeout,
+            cache_bytes=args.cache_size,
             say=lambda m: None if args.quiet else print(m, file=sys.stderr),
         )
     lazy = sum(1 for layer in spec.layers if not layer.local)
@@ -86,6 +90,14 @@ def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--upper", action="store_true", help="add a writable upper directory")
     p.add_argument("--no-background-fetch", action="store_true",
                    help="fetch only what is read (and the prefetch landmark range)")
+    p.add_argument("--min-request", type=parse_size, default=MIN_REQUEST,
+                   metavar="SIZE", help="smallest range asked of the registry; the bytes past "
+                   "what a read needs serve the next reads (default: 64K)")
+    p.add_argument("--read-timeout", type=parse_seconds, default=READ_TIMEOUT,
+                   metavar="SECONDS", help="how long a read waits for an unreachable registry "
+                   "before it fails with EIO (default: 60)")
+    p.add_argument("--cache-size", type=parse_size, default=CACHE_BYTES,
+                   metavar="SIZE", help="verified chunks kept on disk, per layer (default: 4G)")
     p.add_argument("ref", metavar="REF")
     p.set_defaults(func=_cmd_rpull)
 

@@ -30,7 +30,15 @@ from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.lazy.daemon import is_mounted, spawn
 from estargz.lazy.remote import ResilientSource
-from estargz.lazy.spec import LayerSpec, MountSpec, read_json, send_layer
+from estargz.lazy.spec import (
+    CACHE_BYTES,
+    MIN_REQUEST,
+    READ_TIMEOUT,
+    LayerSpec,
+    MountSpec,
+    read_json,
+    send_layer,
+)
 from estargz.registry import Reference, RegistryClient
 from estargz.store import ImageStore
 
@@ -154,12 +162,18 @@ def rpull(
     plain_http: bool = False,
     skip_verify: bool = False,
     user: str = "",
+    min_request: int = MIN_REQUEST,
+    read_timeout: float = READ_TIMEOUT,
+    cache_bytes: int = CACHE_BYTES,
     say: Callable[[str], None] = lambda _m: None,
 ) -> MountSpec:
     """Prepare the layers of ``ref``, start its mount daemon, return once the mount answers.
 
     The daemon starts as soon as the manifest is known, so its layer servers mount while the
     TOCs are fetched; each gets its layer's TOC on a pipe as soon as it is checked.
+    ``min_request``: the smallest range asked of the registry; ``read_timeout``: how long a
+    read waits for an unreachable registry before it fails; ``cache_bytes``: the on-disk chunk
+    cache's bound, per layer.
     """
     top, manifest, documents = _choose(client, ref, platform)
     ident = hashlib.sha256(f"{ref}{time.time_ns()}".encode()).hexdigest()[:12]
@@ -174,6 +188,7 @@ def rpull(
             mountpoint=target, store_root=str(store.root), registry=ref.registry,
             repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify,
             user=user, upper=upper, background_fetch=background_fetch,
+            min_request=min_request, read_timeout=read_timeout, cache_bytes=cache_bytes,
             layers=[LayerSpec(d.digest, d.size, str(state / "layers" / str(i)))
                     for i, d in enumerate(manifest.layers)],
         )

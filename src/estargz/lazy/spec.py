@@ -17,7 +17,17 @@ import orjson
 
 from estargz.store.fsutil import write_atomic
 
-__all__ = ["LayerSpec", "MountSpec", "read_json", "receive_layer", "send_layer", "write_json"]
+__all__ = [
+    "CACHE_BYTES",
+    "MIN_REQUEST",
+    "READ_TIMEOUT",
+    "LayerSpec",
+    "MountSpec",
+    "read_json",
+    "receive_layer",
+    "send_layer",
+    "write_json",
+]
 
 
 @dataclass(slots=True)
@@ -38,6 +48,14 @@ class LayerSpec:
     reason: str = "pending"
 
 
+MIN_REQUEST = 64 << 10
+"""Smallest range a layer server asks of the registry, by default."""
+READ_TIMEOUT = 60.0
+"""Seconds a read waits for an unreachable registry before EIO, by default."""
+CACHE_BYTES = 4 << 30
+"""Bound of a layer's on-disk chunk cache, by default."""
+
+
 @dataclass(slots=True)
 class MountSpec:
     id: str
@@ -53,9 +71,9 @@ class MountSpec:
     user: str = ""
     upper: bool = False
     background_fetch: bool = True
-    min_request: int = 64 << 10
-    read_timeout: float = 60.0
-    cache_bytes: int = 4 << 30
+    min_request: int = MIN_REQUEST
+    read_timeout: float = READ_TIMEOUT
+    cache_bytes: int = CACHE_BYTES
     layers: list[LayerSpec] = field(default_factory=list)
 
     @property
