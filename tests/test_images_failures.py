@@ -13,6 +13,7 @@ import io
 import json
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -25,6 +26,7 @@ import pytest
 from clikit import Cli as Estargz
 from estargz.digest import sha256_digest as sha256
 from estargz.registry import RegistryClient
+from estargz.store import ImageStore
 from faultproxy import FaultProxy
 from imagekit import busybox_layers, files_layer, random_file_layer, write_oci_layout
 from registry_fixture import RegistryServer, unique_repo
@@ -194,6 +196,11 @@ def test_push_fails_cleanly_when_the_registry_stays_away(cli: Estargz, registry:
 # -- a corrupted download ------------------------------------------------------------------
 
 
+def _files(cli: Estargz) -> list[tuple[str, int, int]]:
+    """The store's files (not directories, whose times change) with sizes and times."""
+    return [entry for entry in cli.snapshot() if not (cli.root / entry[0]).is_dir()]
+
+
 def test_corrupted_pull_leaves_no_image(cli: Estargz, registry: RegistryServer,
                                         proxy: FaultProxy, layouts: Path, small: str) -> None:
     tiny = cli("import", str(layouts / "tiny"), "--name", "local/tiny:1").split()[0]
@@ -201,11 +208,39 @@ def test_corrupted_pull_leaves_no_image(cli: Estargz, registry: RegistryServer,
     manifest = inspect(f"{registry.host}/{small}", "--raw")
     big_layer = max(manifest["layers"], key=lambda d: d["size"])["digest"]
     proxy.add("flip", method="GET", path=f"/blobs/{big_layer}", after=1000, times=None)
+    before = _files(cli)
     line = cli.fails("pull", f"{proxy.host}/{small}")
     assert "digest" in line.lower(), line
     assert cli.names() == [tiny]
     assert not cli.blob(big_layer).exists()
     assert list((cli.root / "ingest").iterdir()) == []
+    assert _files(cli) == before  # the blobs it had written (manifest, config) went again
+
+
+def test_failed_pull_does_not_wait_for_other_commands(cli: Estargz, registry: RegistryServer,
+                                                      proxy: FaultProxy, small: str) -> None:
+    """The clean-up after a failure gives way to commands at work on the store (their leases):
+    the failing command ends at once, and the next gc collects what it left."""
+    cli("ls")  # (creates the store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from estargz.store import ImageStore\n"
+         "with ImageStore(sys.argv[1]).lease():\n print('held', flush=True); time.sleep(60)",
+         str(cli.root)], stdout=subprocess.PIPE, text=True, env=cli.env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        manifest = inspect(f"{registry.host}/{small}", "--raw")
+        big_layer = max(manifest["layers"], key=lambda d: d["size"])["digest"]
+        proxy.add("flip", method="GET", path=f"/blobs/{big_layer}", after=1000, times=None)
+        started = time.monotonic()
+        cli.fails("pull", f"{proxy.host}/{small}")
+        assert time.monotonic() - started < 30
+        left = [p for p in (cli.root / "blobs" / "sha256").iterdir()]
+        assert left, "with another command at work, nothing was collected"
+    finally:
+        holder.kill()
+        holder.wait()
+    ImageStore(cli.root).gc()  # (what the next ``i rm`` does)
+    assert list((cli.root / "blobs" / "sha256").iterdir()) == []
 
 
 # -- SIGKILL in the middle of a convert ----------------------------------------------------

@@ -99,7 +99,7 @@ def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--cache-size", type=parse_size, default=CACHE_BYTES,
                    metavar="SIZE", help="verified chunks kept on disk, per layer (default: 4G)")
     p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_cmd_rpull)
+    p.set_defaults(func=_cmd_rpull, collect_on_failure=True)
 
     p = cmds.add_parser("umount", help="unmount a lazy mount and stop its daemon")
     p.add_argument("dir", metavar="DIR")

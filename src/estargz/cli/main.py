@@ -59,10 +59,31 @@ def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
             traceback.print_exc()
         what = type(exc).__name__
         print(f"estargz: error: {what}: {exc}", file=sys.stderr)
+        _collect(args)
         return 1
     except KeyboardInterrupt:
         print("estargz: interrupted", file=sys.stderr)
+        _collect(args)
         return 130
+
+
+def _collect(args: argparse.Namespace) -> None:
+    """After a failed or interrupted command that writes to the store: remove what it wrote
+    and no image names, unless other commands are at work on the store (then the next gc or
+    ``i rm`` does), so that the store is left as it was."""
+    if not getattr(args, "collect_on_failure", False):
+        return
+    from estargz.errors import EstargzError
+    from estargz.store import ImageStore
+
+    try:
+        store = ImageStore(args.root or ImageStore.default_root(), create=False)
+    except (EstargzError, OSError):
+        return  # no store (a command refused before it made one): nothing to remove
+    try:
+        store.collect_if_idle()
+    except (EstargzError, OSError) as exc:  # the command's own error was said already
+        print(f"estargz: store not cleaned up: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

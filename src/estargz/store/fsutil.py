@@ -61,14 +61,16 @@ def write_atomic(dest: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644,
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
     """Hold an ``flock`` on ``path`` (created if missing) for the duration of the block.
 
     Locks belong to the open file, so two blocks in one process exclude each other as well.
+    ``wait=False``: raise ``BlockingIOError`` at once if another holder is in the way.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
+                    (0 if wait else fcntl.LOCK_NB))
         yield
     finally:
         os.close(fd)  # closing releases the lock

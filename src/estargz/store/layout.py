@@ -20,6 +20,7 @@ Readers take no lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -371,24 +372,45 @@ class ImageStore:
         if getattr(_leases, "depth", 0):
             raise StoreError("gc() inside lease() would wait for itself")
         with locked(self._gc_lock), locked(self._lock):
-            referenced: set[str] = set()
-            for entry in self._read_index().manifests:
-                referenced.update(d.digest for d in walk(entry, self._fetch_present))
-            blobs = freed = metas = stale = 0
-            for algorithm_dir in sorted((self.root / "blobs").iterdir()):
-                for path in sorted(algorithm_dir.iterdir()):
-                    if f"{algorithm_dir.name}:{path.name}" not in referenced:
-                        freed += path.stat().st_size
-                        path.unlink()
-                        blobs += 1
-            for algorithm_dir in sorted((self.root / "meta").iterdir()):
-                for path in sorted(algorithm_dir.iterdir()):
-                    if f"{algorithm_dir.name}:{path.name}" not in referenced:
-                        shutil.rmtree(path)
-                        metas += 1
-            cutoff = time.time() - ingest_max_age
-            for path in self._ingest.iterdir():
-                if path.lstat().st_mtime <= cutoff:
-                    path.unlink(missing_ok=True)
-                    stale += 1
+            return self._collect(ingest_max_age)
+
+    def collect_if_idle(self) -> GCResult | None:
+        """gc(), unless another process holds a lease or collects: then None, at once.
+
+        For the end of a failed or interrupted command, so that what it wrote and no image
+        names goes away, without making the failing command wait for others' work (which
+        the next gc() or ``i rm`` collects instead).
+        """
+        if getattr(_leases, "depth", 0):
+            return None  # (our own lease: the command has not let go of its blobs yet)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locked(self._gc_lock, wait=False))
+            except BlockingIOError:
+                return None
+            held.enter_context(locked(self._lock))
+            return self._collect(INGEST_MAX_AGE)
+
+    def _collect(self, ingest_max_age: float) -> GCResult:
+        """The collection itself; the caller holds both locks."""
+        referenced: set[str] = set()
+        for entry in self._read_index().manifests:
+            referenced.update(d.digest for d in walk(entry, self._fetch_present))
+        blobs = freed = metas = stale = 0
+        for algorithm_dir in sorted((self.root / "blobs").iterdir()):
+            for path in sorted(algorithm_dir.iterdir()):
+                if f"{algorithm_dir.name}:{path.name}" not in referenced:
+                    freed += path.stat().st_size
+                    path.unlink()
+                    blobs += 1
+        for algorithm_dir in sorted((self.root / "meta").iterdir()):
+            for path in sorted(algorithm_dir.iterdir()):
+                if f"{algorithm_dir.name}:{path.name}" not in referenced:
+                    shutil.rmtree(path)
+                    metas += 1
+        cutoff = time.time() - ingest_max_age
+        for path in self._ingest.iterdir():
+            if path.lstat().st_mtime <= cutoff:
+                path.unlink(missing_ok=True)
+                stale += 1
         return GCResult(blobs, freed, stale, metas)
