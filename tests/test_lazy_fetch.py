@@ -291,6 +291,25 @@ def test_min_request_sets_the_smallest_range(images: Images, mounts: Mounts,
     assert _blob_gets(proxy, d0) == [(chunk.offset, min(chunk.offset + (256 << 10), size))]
 
 
+def test_the_chunk_cache_stays_within_its_bound(images: Images, mounts: Mounts,
+                                               proxy: FaultProxy) -> None:
+    """The bound is for the store's whole cache: what an earlier mount of another image left
+    there goes first, as the least recently used."""
+    mounts.cli("ls")  # (the store, before anything is put in it)
+    cache = mounts.cli.root / "cache"
+    stale = cache / ("0" * 64) / "0-0-3145728"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"s" * (3 << 20))
+    os.utime(stale, (1, 1))
+    mount = mounts.mount("--no-background-fetch", "--cache-size", "5M",
+                         _via(proxy, images.get("default")))
+    assert (mount / "data/big.bin").read_bytes() == bytes(range(256)) * 40_000
+    assert (mount / "bin/busybox").read_bytes() == Path("/bin/busybox").read_bytes()
+    cached = list(cache.glob("*/*"))
+    assert not stale.exists()
+    assert len(cached) > 1 and sum(p.stat().st_size for p in cached) <= 5 << 20
+
+
 def test_prioritized_files_are_prefetched_in_one_request(images: Images, mounts: Mounts,
                                                          proxy: FaultProxy) -> None:
     ref = images.get("prioritized")

@@ -200,6 +200,25 @@ def test_cache_generation_moves_only_when_its_keys_change(tmp_path: Path) -> Non
     assert cache.generation == start + 2 and "a" not in cache
 
 
+def test_the_bound_holds_for_every_layer_together(tmp_path: Path) -> None:
+    """Layer servers share the cache root: the bound is for all of it, and the least recently
+    used file goes first, whichever layer it belongs to."""
+    one = DiskChunkCache(tmp_path, "one", max_bytes=100)
+    two = DiskChunkCache(tmp_path, "two", max_bytes=100)
+    one.put("x", b"x" * 50)
+    two.put("y", b"y" * 30)
+    assert one.get("x") == b"x" * 50  # now y is the least recently used of all
+    two.put("z", b"z" * 40)  # 120 bytes in all: y goes
+    assert sorted(p.name for p in tmp_path.glob("*/*")) == ["x", "z"]
+    two.put("w", b"w" * 45)  # 135: x, another layer's, is the oldest now
+    assert sorted(p.name for p in tmp_path.glob("*/*")) == ["w", "z"]
+    assert "x" in one  # (not yet noticed) ...
+    generation = one.generation
+    assert one.get("x") is None and "x" not in one and one.size == 0  # ... noticed on use
+    assert one.generation == generation + 1
+    assert sum(p.stat().st_size for p in tmp_path.glob("*/*")) <= 100
+
+
 def test_cache_reopens_with_what_is_on_disk(tmp_path: Path) -> None:
     cache = DiskChunkCache(tmp_path, "layer", max_bytes=100)
     cache.put("old", b"o" * 30)

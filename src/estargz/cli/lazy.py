@@ -97,7 +97,8 @@ def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
                    metavar="SECONDS", help="how long a read waits for an unreachable registry "
                    "before it fails with EIO (default: 60)")
     p.add_argument("--cache-size", type=parse_size, default=CACHE_BYTES,
-                   metavar="SIZE", help="verified chunks kept on disk, per layer (default: 4G)")
+                   metavar="SIZE", help="verified chunks kept on disk, all layers of the store "
+                   "together (default: 4G)")
     p.add_argument("ref", metavar="REF")
     p.set_defaults(func=_cmd_rpull, collect_on_failure=True)
 

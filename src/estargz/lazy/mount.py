@@ -172,8 +172,8 @@ def rpull(
     The daemon starts as soon as the manifest is known, so its layer servers mount while the
     TOCs are fetched; each gets its layer's TOC on a pipe as soon as it is checked.
     ``min_request``: the smallest range asked of the registry; ``read_timeout``: how long a
-    read waits for an unreachable registry before it fails; ``cache_bytes``: the on-disk chunk
-    cache's bound, per layer.
+    read waits for an unreachable registry before it fails; ``cache_bytes``: the bound of the
+    store's on-disk chunk cache (all layers together).
     """
     top, manifest, documents = _choose(client, ref, platform)
     ident = hashlib.sha256(f"{ref}{time.time_ns()}".encode()).hexdigest()[:12]

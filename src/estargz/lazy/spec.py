@@ -53,7 +53,7 @@ MIN_REQUEST = 64 << 10
 READ_TIMEOUT = 60.0
 """Seconds a read waits for an unreachable registry before EIO, by default."""
 CACHE_BYTES = 4 << 30
-"""Bound of a layer's on-disk chunk cache, by default."""
+"""Bound of the store's on-disk chunk cache (all layers together), by default."""
 
 
 @dataclass(slots=True)
