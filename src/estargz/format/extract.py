@@ -103,9 +103,7 @@ def _place_file(reader: BlobReader, info: FileInfo, pfd: int, base: str, as_root
     """Write a regular file under a temporary name, verified chunk by chunk, set its metadata,
     then rename it into place: a failure leaves no partial file and, over an existing tree,
     the old file as it was. Returns the bytes written."""
-    tmp = f".estargz-{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=pfd)  # left by a killed run of a process with the same pid
+    tmp = f".estargz-{os.urandom(8).hex()}.tmp"  # (random: a layer may hold any name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=pfd)
     written = 0

@@ -108,14 +108,15 @@ class DiskChunkCache:
         path = self.dir / key
         try:
             data = path.read_bytes()
-            now = time.time_ns()
-            os.utime(path, ns=(now, now))  # its last use, for every process's eviction
         except FileNotFoundError:
             with self._lock:  # (not loaded yet: nothing to forget, and no scan on a miss)
                 if self._sizes is not None and self._sizes.pop(key, None) is not None:
                     self._total = sum(self._sizes.values())  # evicted by another server
                     self.generation += 1
             return None
+        now = time.time_ns()
+        with contextlib.suppress(OSError):  # (evicted meanwhile, or a read-only cache)
+            os.utime(path, ns=(now, now))  # its last use, for every process's eviction
         with self._lock:
             if self._sizes is not None and key in self._sizes:
                 self._sizes.move_to_end(key)
