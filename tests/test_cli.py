@@ -402,3 +402,14 @@ def test_bad_image_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert code == 1 and out == ""
     assert_one_line_error(err, prefix)
     assert not (tmp_path / "store" / "state").exists()
+
+
+def test_the_parser_imports_no_command_code() -> None:
+    """Building the parser (``--help``, ``--version``, every command's start) loads none of the
+    heavy libraries: each command imports what it needs when it runs."""
+    code = ("import sys; from estargz.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('httpx', 'mfusepy', 'msgspec', 'rich', 'estargz.image.model',"
+            " 'estargz.format.reader', 'estargz.registry.client') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout

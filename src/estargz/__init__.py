@@ -7,10 +7,10 @@ service answers) costs nothing beyond the interpreter.
 
 from __future__ import annotations
 
+from estargz._exports import lazy_exports
+
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING, without importing typing at every start)
 if TYPE_CHECKING:
-    from typing import Any
-
     from estargz.errors import (
         BuildError,
         ChunkDigestMismatch,
@@ -34,7 +34,6 @@ _FROM = {
                        "TOCDigestMismatch", "UnsafePath", "VerificationError"),
     "estargz.format": ("BuildOptions", "BuildResult", "build", "open_blob"),
 }
-_WHERE = {name: module for module, names in _FROM.items() for name in names}
 
 __all__ = [
     "BuildError",
@@ -56,12 +55,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'estargz' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _FROM)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from estargz.reference import Reference
-from estargz.registry import RegistryClient
 from estargz.store import ImageStore
 
-__all__ = ["add_registry_flags", "open_store", "registry_client"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from estargz.reference import Reference
+    from estargz.registry import RegistryClient
+
+__all__ = ["open_store", "registry_client"]
 
 
 def open_store(args: argparse.Namespace) -> ImageStore:
@@ -18,18 +21,12 @@ def open_store(args: argparse.Namespace) -> ImageStore:
 
 
 def registry_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
+    """The client ``--plain-http``, ``--skip-verify`` and ``--user`` ask for (the HTTP stack is
+    imported here, not by the store commands)."""
+    from estargz.registry import RegistryClient
+
     return RegistryClient.for_user(
         ref.registry, plain_http=bool(getattr(args, "plain_http", False)),
         skip_verify=bool(getattr(args, "skip_verify", False)),
         user=getattr(args, "user", None) or "",
     )
-
-
-def add_registry_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plain-http", action="store_true",
-                   help="talk HTTP instead of HTTPS (automatic for 127.0.0.1 and localhost)")
-    p.add_argument("--skip-verify", "-k", "--insecure-skip-verify", dest="skip_verify",
-                   action="store_true", help="do not verify the registry's TLS certificate")
-    p.add_argument("--user", "-u", metavar="USER[:PASSWORD]",
-                   help="registry credentials (default: ~/.docker/config.json)")
-

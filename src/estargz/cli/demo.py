@@ -11,7 +11,7 @@ from pathlib import Path
 from estargz.cli.output import say
 from estargz.format import BuildOptions, build, extract, open_blob
 
-__all__ = ["add_demo_command", "sample_layer"]
+__all__ = ["sample_layer"]
 
 
 def sample_layer() -> bytes:
@@ -63,9 +63,3 @@ def _demo(args: argparse.Namespace) -> int:
             )
         print(f"os-release: {(root / 'etc/os-release').read_text().strip()}")
     return 0
-
-
-def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="convert, verify and extract a small built-in layer")
-    p.add_argument("--dir", help="keep the files here instead of a temporary directory")
-    p.set_defaults(func=_demo)

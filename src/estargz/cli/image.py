@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from estargz.cli.common import add_registry_flags, open_store, registry_client
+from estargz.cli.common import open_store, registry_client
 from estargz.cli.output import emit_json
 from estargz.errors import BuildError, ImageNotFound, InvalidTOC, RegistryError
 from estargz.format import BlobSource, open_blob
@@ -34,7 +34,7 @@ from estargz.store import (
     normalize_name,
 )
 
-__all__ = ["add_image_commands"]
+__all__: list[str] = []
 
 _SOURCE_META = "converted-from"
 
@@ -61,13 +61,6 @@ def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) 
             platforms=platforms, all_platforms=bool(getattr(args, "all_platforms", False)),
             progress=rep.transfer(),
         )
-
-
-def _platform_flags(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--platform", action="append", metavar="P",
-                       help="os/arch[/variant] (repeatable; default: this machine's)")
-    group.add_argument("--all-platforms", action="store_true", help="every platform of an index")
 
 
 # --- pull / push ----------------------------------------------------------------------------
@@ -417,89 +410,3 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------
-
-
-def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    images = sub.add_parser("i", aliases=["image", "images"], help="images: pull, convert, push")
-    cmds = images.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
-
-    def command(name: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
-        p = cmds.add_parser(name, help=help_text, **kw)
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-        return p
-
-    p = command("pull", "fetch an image from a registry into the store")
-    add_registry_flags(p)
-    _platform_flags(p)
-    p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_cmd_pull, collect_on_failure=True)
-
-    p = command("push", "push an image from the store to a registry")
-    add_registry_flags(p)
-    p.add_argument("remote", metavar="REF")
-    p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
-    p.set_defaults(func=_cmd_push)
-
-    p = command("convert", "convert an image (to eStargz with --estargz)")
-    add_registry_flags(p)
-    _platform_flags(p)
-    p.add_argument("--oci", action="store_true", help="convert Docker media types to OCI")
-    p.add_argument("--estargz", action="store_true", help="convert layers to eStargz")
-    p.add_argument("--uncompress", action="store_true", help="decompress gzip layers")
-    p.add_argument("--estargz-record-in", metavar="FILE",
-                   help="prioritized files per layer, from `optimize --record-out`")
-    p.add_argument("--estargz-compression-level", type=int, default=9, metavar="L",
-                   choices=range(1, 10))
-    p.add_argument("--estargz-chunk-size", type=int, default=0, metavar="N",
-                   help="bytes per chunk (default 4 MiB)")
-    p.add_argument("--estargz-min-chunk-size", type=int, default=0, metavar="N",
-                   help="pack payloads into shared gzip members of at least N bytes")
-    p.add_argument("--estargz-external-toc", action="store_true",
-                   help="move TOCs into the TOC image DST-esgztoc")
-    p.add_argument("--estargz-keep-diff-id", action="store_true",
-                   help="keep the uncompressed layers (diffIDs) unchanged")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
-    p.set_defaults(func=_cmd_convert, collect_on_failure=True)
-
-    p = command("ls", "list the images in the store", aliases=["list"])
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_ls)
-
-    p = command("rm", "remove images from the store", aliases=["remove", "del"])
-    p.add_argument("names", metavar="NAME", nargs="+")
-    p.set_defaults(func=_cmd_rm)
-
-    p = command("tag", "give a stored image another name")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
-    p.set_defaults(func=_cmd_tag)
-
-    p = command("import", "import an OCI layout directory or a docker-save tar")
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("--name", action="append", help="name for the imported image (repeatable)")
-    p.set_defaults(func=_cmd_import, collect_on_failure=True)
-
-    p = command("export", "export images as a docker-save tar or an OCI layout directory")
-    p.add_argument("--oci-layout", action="store_true", help="write an OCI layout directory")
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("names", metavar="NAME", nargs="+")
-    p.set_defaults(func=_cmd_export)
-
-    p = command("get-toc-digest", "print the TOC digest of a layer")
-    add_registry_flags(p)
-    p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("layer", metavar="LAYER_DIGEST")
-    p.set_defaults(func=_cmd_get_toc_digest)
-
-    from estargz.cli.lazy import add_lazy_commands
-
-    add_lazy_commands(cmds)
-
-    p = command("inspect", "per layer: eStargz or not and why, TOC, prefetch, overhead")
-    add_registry_flags(p)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_cmd_inspect)
-

@@ -6,15 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from estargz.cli.common import add_registry_flags, open_store, registry_client
+from estargz.cli.common import open_store, registry_client
 from estargz.cli.output import emit_json
-from estargz.cli.units import parse_seconds, parse_size
 from estargz.image.model import Platform
 from estargz.lazy.mount import list_mounts, rpull, umount
-from estargz.lazy.spec import CACHE_BYTES, MIN_REQUEST, READ_TIMEOUT
 from estargz.registry import Reference
 
-__all__ = ["add_lazy_commands"]
+__all__: list[str] = []
 
 
 def _cmd_rpull(args: argparse.Namespace) -> int:
@@ -77,35 +75,3 @@ def _cmd_mounts(args: argparse.Namespace) -> int:
                   f"{layer['size']} bytes ({layer['fetched_percent']}%), "
                   f"{'?' if cached is None else cached}% of chunks cached")
     return 0
-
-
-def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = cmds.add_parser("rpull", help="mount an image lazily (fetch only what is read)")
-    p.add_argument("--quiet", "-q", action="store_true")
-    add_registry_flags(p)
-    p.add_argument("--mount", metavar="DIR", help="where the root filesystem appears")
-    p.add_argument("--toc-image", metavar="REF",
-                   help="TOC image of an external-TOC image (default: REF-esgztoc)")
-    p.add_argument("--platform", metavar="P", help="os/arch[/variant] (default: this machine's)")
-    p.add_argument("--upper", action="store_true", help="add a writable upper directory")
-    p.add_argument("--no-background-fetch", action="store_true",
-                   help="fetch only what is read (and the prefetch landmark range)")
-    p.add_argument("--min-request", type=parse_size, default=MIN_REQUEST,
-                   metavar="SIZE", help="smallest range asked of the registry; the bytes past "
-                   "what a read needs serve the next reads (default: 64K)")
-    p.add_argument("--read-timeout", type=parse_seconds, default=READ_TIMEOUT,
-                   metavar="SECONDS", help="how long a read waits for an unreachable registry "
-                   "before it fails with EIO (default: 60)")
-    p.add_argument("--cache-size", type=parse_size, default=CACHE_BYTES,
-                   metavar="SIZE", help="verified chunks kept on disk, all layers of the store "
-                   "together (default: 4G)")
-    p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_cmd_rpull, collect_on_failure=True)
-
-    p = cmds.add_parser("umount", help="unmount a lazy mount and stop its daemon")
-    p.add_argument("dir", metavar="DIR")
-    p.set_defaults(func=_cmd_umount)
-
-    p = cmds.add_parser("mounts", help="list lazy mounts with bytes fetched per layer")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_mounts)

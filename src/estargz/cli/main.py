@@ -19,29 +19,9 @@ __all__ = ["build_parser", "console", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import argparse
+    from estargz.cli.parser import build_parser as build
 
-    from estargz import __version__
-    from estargz.cli.demo import add_demo_command
-    from estargz.cli.image import add_image_commands
-    from estargz.cli.layer import add_layer_commands
-    from estargz.cli.service import add_service_command
-
-    parser = argparse.ArgumentParser(
-        prog="estargz",
-        description="Convert container image layers to eStargz, verify and read them.",
-    )
-    parser.add_argument("--version", action="version", version=f"estargz {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--root", metavar="DIR",
-                        help="image store directory (default: $ESTARGZ_ROOT, /var/lib/estargz "
-                        "as root, ~/.local/share/estargz otherwise)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_layer_commands(sub)
-    add_image_commands(sub)
-    add_service_command(sub)
-    add_demo_command(sub)
-    return parser
+    return build()
 
 
 def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:

@@ -42,7 +42,7 @@ from estargz.errors import EstargzError
 from estargz.lazy.daemon import detach
 from estargz.paths import default_store_root, service_socket
 
-__all__ = ["Service", "ServiceError", "add_service_command", "service_pid"]
+__all__ = ["Service", "ServiceError", "service_pid"]
 
 log = logging.getLogger("estargz.service")
 _START_TIMEOUT = 30.0
@@ -71,6 +71,7 @@ def service_pid(root: str) -> int | None:
 
 def _warm() -> argparse.ArgumentParser:
     """Import and set up, once, what every command would otherwise pay for at start."""
+    from estargz.cli import image, lazy  # noqa: F401  (the commands it runs, imported once)
     from estargz.cli.main import build_parser
     from estargz.lazy import fuse, mount, server  # noqa: F401  (FUSE library lookup included)
     from estargz.registry.client import RegistryClient, default_ssl_context
@@ -387,14 +388,3 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s [%(process)d] %(levelname)s %(message)s")
-
-
-def add_service_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("service", help="a resident process that makes rpull, umount and mounts "
-                       "answer at once (like the snapshotter ctr-remote talks to)")
-    cmds = p.add_subparsers(dest="service_command", required=True, metavar="COMMAND")
-    start = cmds.add_parser("start", help="start the service of the store (if not running)")
-    start.add_argument("--foreground", action="store_true", help="do not detach; log to stderr")
-    start.set_defaults(func=_cmd_start)
-    cmds.add_parser("stop", help="stop it (mounts keep serving)").set_defaults(func=_cmd_stop)
-    cmds.add_parser("status", help="exit 0 if it runs, 3 if not").set_defaults(func=_cmd_status)

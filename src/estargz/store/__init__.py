@@ -6,18 +6,24 @@ and OCI layouts or ``docker save`` archives; :func:`normalize_name` gives every 
 canonical spelling.
 """
 
-from estargz.store.dockerarchive import export_docker_archive, import_docker_archive
-from estargz.store.ingest import BlobWriter
-from estargz.store.layout import (
-    CREATED_ANNOTATION,
-    NAME_ANNOTATION,
-    REF_NAME_ANNOTATION,
-    GCResult,
-    ImageRecord,
-    ImageStore,
-)
-from estargz.store.names import familiar_name, normalize_name, split_name
-from estargz.store.transfer import export_oci_layout, import_oci_layout
+from __future__ import annotations
+
+from estargz._exports import lazy_exports
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from estargz.store.dockerarchive import export_docker_archive, import_docker_archive
+    from estargz.store.ingest import BlobWriter
+    from estargz.store.layout import (
+        CREATED_ANNOTATION,
+        NAME_ANNOTATION,
+        REF_NAME_ANNOTATION,
+        GCResult,
+        ImageRecord,
+        ImageStore,
+    )
+    from estargz.store.names import familiar_name, normalize_name, split_name
+    from estargz.store.transfer import export_oci_layout, import_oci_layout
 
 __all__ = [
     "CREATED_ANNOTATION",
@@ -35,3 +41,14 @@ __all__ = [
     "normalize_name",
     "split_name",
 ]
+
+__getattr__ = lazy_exports(__name__, globals(), {
+    "estargz.store.dockerarchive": ("export_docker_archive", "import_docker_archive"),
+    "estargz.store.ingest": ("BlobWriter",),
+    "estargz.store.layout": (
+        "CREATED_ANNOTATION", "NAME_ANNOTATION", "REF_NAME_ANNOTATION", "GCResult", "ImageRecord",
+        "ImageStore",
+    ),
+    "estargz.store.names": ("familiar_name", "normalize_name", "split_name"),
+    "estargz.store.transfer": ("export_oci_layout", "import_oci_layout"),
+})
