@@ -212,7 +212,8 @@ def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
                    "what a read needs serve the next reads (default: 64K)")
     p.add_argument("--read-timeout", type=parse_seconds, default=READ_TIMEOUT,
                    metavar="SECONDS", help="how long a read waits for an unreachable registry "
-                   "before it fails with EIO (default: 60)")
+                   "before it fails with EIO; later reads then fail at once until the "
+                   "registry answers again (default: 60)")
     p.add_argument("--cache-size", type=parse_size, default=CACHE_BYTES,
                    metavar="SIZE", help="verified chunks kept on disk, all layers of the store "
                    "together (default: 4G)")

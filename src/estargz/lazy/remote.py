@@ -44,9 +44,10 @@ class FetchStats:
 
 
 def _transient(exc: Exception) -> bool:
+    """Worth asking again: the registry away, overloaded (5xx) or limiting the rate (429)."""
     if isinstance(exc, RegistryUnavailable | OSError):
         return True
-    return isinstance(exc, RegistryError) and (exc.status or 0) >= 500
+    return isinstance(exc, RegistryError) and ((exc.status or 0) >= 500 or exc.status == 429)
 
 
 _AHEAD_BYTES = 16 << 20
@@ -71,6 +72,7 @@ class ResilientSource:
         self.min_request = min_request
         self.stats = stats or FetchStats()
         self.name = name
+        self._given_up = False  # the last read found the registry away for the whole timeout
         self._ahead: OrderedDict[int, bytes] = OrderedDict()
         self._ahead_bytes = 0
         self._lock = threading.Lock()
@@ -108,7 +110,10 @@ class ResilientSource:
         return data[:size]
 
     def _fetch(self, offset: int, size: int) -> bytes:
-        deadline = time.monotonic() + self.timeout
+        """Ask until the timeout is over; once a read has waited that long in vain, the next
+        ones ask once each (a workload's every read waiting the whole timeout again would
+        take forever) until one gets an answer."""
+        deadline = time.monotonic() + (0 if self._given_up else self.timeout)
         delay = 0.2
         while True:
             try:
@@ -116,16 +121,20 @@ class ResilientSource:
             except Exception as exc:
                 if not _transient(exc):
                     raise
-                if time.monotonic() + delay > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._given_up = True
                     raise SourceUnavailable(
                         f"{self.name}: bytes [{offset}, {offset + size}) unreachable for "
                         f"{self.timeout:.0f}s: {exc}"
                     ) from exc
                 self.stats.retried()
+                wait = min(delay, left)  # (the last attempt comes at the deadline)
                 log.warning("%s: registry unreachable (%s); retrying in %.1fs",
-                            self.name, exc, delay)
-                time.sleep(delay)
+                            self.name, exc, wait)
+                time.sleep(wait)
                 delay = min(delay * 2, 5.0)
                 continue
+            self._given_up = False
             self.stats.add(len(data))
             return data

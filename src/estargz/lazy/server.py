@@ -162,9 +162,11 @@ class LayerServer:
 
 
 def registry_client(spec: MountSpec) -> RegistryClient:
-    """A client for the mount's registry, with the credentials rpull was given."""
+    """A client for the mount's registry, with the credentials rpull was given. It does not
+    retry on its own: :class:`ResilientSource` retries within the mount's read timeout, which
+    retries underneath would stretch several times over."""
     return RegistryClient.for_user(spec.registry, plain_http=spec.plain_http,
-                                   skip_verify=spec.skip_verify, user=spec.user)
+                                   skip_verify=spec.skip_verify, user=spec.user, retries=0)
 
 
 def run_layer(spec: MountSpec, index: int, feed: int | None = None,

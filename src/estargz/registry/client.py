@@ -171,12 +171,12 @@ class RegistryClient:
 
     @classmethod
     def for_user(cls, host: str, *, plain_http: bool = False, skip_verify: bool = False,
-                 user: str = "") -> RegistryClient:
+                 user: str = "", retries: int = 5) -> RegistryClient:
         """As the command line asks for it: ``--plain-http`` forces HTTP (loopback gets it
         anyway), ``--user USER[:PASSWORD]`` replaces the docker config's credentials."""
         return cls(host, plain_http=True if plain_http else None,
                    insecure_skip_verify=skip_verify,
-                   credentials=Credentials.from_user(user) if user else None)
+                   credentials=Credentials.from_user(user) if user else None, retries=retries)
 
     # -- lifecycle -------------------------------------------------------------------------
 
