@@ -12,6 +12,7 @@ and keeps its statistics in ``stats-N.json`` for ``estargz i mounts``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from estargz.errors import EstargzError
 from estargz.format import BlobReader, BlobSource, Chunk
 from estargz.format.footer import Footer
 from estargz.format.reader import UnverifiedBlob
@@ -86,9 +88,10 @@ class LayerServer:
     def prefetch(self) -> None:
         """``[0, .prefetch.landmark)`` in one request, then (optionally) everything else."""
         reader = self.reader
-        try:
-            if not self.layer.local:  # a HEAD: the first read finds the connection open
+        if not self.layer.local:  # a HEAD: the first read finds the connection open
+            with contextlib.suppress(EstargzError, OSError):  # (only a warm-up)
                 self.client.blob_size(self.spec.repository, self.layer.digest)
+        try:
             landmark = reader.prefetch_size
             if landmark:
                 head = [(n, c) for n, c in self.chunks if c.offset < landmark]
