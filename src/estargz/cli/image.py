@@ -11,28 +11,24 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from estargz.cli.common import open_store, registry_client
 from estargz.cli.output import emit_json
 from estargz.errors import BuildError, ImageNotFound, InvalidTOC, RegistryError
-from estargz.format import BlobSource, open_blob
-from estargz.image.convert import ConvertOptions, convert_image, read_record_in
-from estargz.image.inspect import LayerInspection, inspect_layer
 from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
-from estargz.image.transfer import pull_image, push_image
-from estargz.registry import Reference, RegistryClient
-from estargz.store import (
-    ImageStore,
-    export_docker_archive,
-    export_oci_layout,
-    import_docker_archive,
-    import_oci_layout,
-    normalize_name,
-)
+from estargz.reference import Reference
+from estargz.store.layout import ImageStore
+from estargz.store.names import normalize_name
+
+if TYPE_CHECKING:  # (the libraries of one command are imported when it runs)
+    from estargz.format import BlobSource
+    from estargz.image.convert import ConvertOptions
+    from estargz.image.inspect import LayerInspection
+    from estargz.registry import RegistryClient
 
 __all__: list[str] = []
 
@@ -52,6 +48,8 @@ def _lookup(store: ImageStore, name: str) -> tuple[str, Descriptor]:
 
 
 def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) -> Descriptor:
+    from estargz.image.transfer import pull_image
+
     ref = Reference.parse(ref_text)
     platforms = _platforms(args)  # arguments are checked before any request
     with registry_client(args, ref) as client, store.lease():
@@ -82,6 +80,8 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from estargz.image.transfer import push_image
+
     store = open_store(args)
     remote = Reference.parse(args.remote)
     _, top = _lookup(store, args.local or args.remote)
@@ -96,6 +96,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _convert_options(args: argparse.Namespace) -> ConvertOptions:
+    from estargz.image.convert import ConvertOptions, read_record_in
+
     # the record file is read only once the flags are known to fit together
     record: dict[int, list[str]] | None = {} if args.estargz_record_in else None
     options = ConvertOptions(
@@ -118,6 +120,8 @@ def _convert_options(args: argparse.Namespace) -> ConvertOptions:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from estargz.image.convert import convert_image
+
     if args.estargz_keep_diff_id and args.estargz_record_in:
         raise BuildError("--estargz-keep-diff-id cannot be combined with --estargz-record-in: "
                          "prioritizing files reorders the tar and changes the diffID")
@@ -222,6 +226,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from estargz.store import import_docker_archive, import_oci_layout
+
     store = open_store(args)
     path = Path(args.path)
     names = [normalize_name(n) for n in args.name] if args.name else None
@@ -235,6 +241,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from estargz.store import export_docker_archive, export_oci_layout
+
     store = open_store(args)
     names = [_lookup(store, n)[0] for n in args.names]
     out = Path(args.out)
@@ -344,6 +352,8 @@ def _find_layer(view: _ImageView, digest: str) -> Descriptor:
 
 
 def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
+    from estargz.format import open_blob
+
     view = _ImageView(args, args.ref)
     try:
         layer = _find_layer(view, args.layer)
@@ -368,6 +378,8 @@ def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
 
 
 def _inspect_rows(view: _ImageView) -> list[dict[str, Any]]:
+    from estargz.image.inspect import inspect_layer
+
     rows = []
     for desc, manifest in view.manifests():
         for i, layer in enumerate(manifest.layers):

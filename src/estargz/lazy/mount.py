@@ -23,13 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estargz.errors import EstargzError, InvalidTOC, RegistryError
-from estargz.format import BuildOptions, RawTOC, build, read_toc
-from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
 from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.lazy.daemon import is_mounted, spawn
-from estargz.lazy.remote import ResilientSource
 from estargz.lazy.spec import (
     CACHE_BYTES,
     MIN_REQUEST,
@@ -39,8 +36,13 @@ from estargz.lazy.spec import (
     read_json,
     send_layer,
 )
-from estargz.registry import Reference, RegistryClient
-from estargz.store import ImageStore
+from estargz.reference import Reference
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (rpull's libraries: ``i mounts`` and ``i umount`` need none of them)
+    from estargz.format import RawTOC
+    from estargz.registry import RegistryClient
+    from estargz.store import ImageStore
 
 __all__ = ["MountError", "MountInfo", "list_mounts", "rpull", "umount"]
 
@@ -107,6 +109,10 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
                  toc_ref: str | None) -> tuple[RawTOC | None, str]:
     """A remote layer's footer and TOC, their digest checked against the manifest's annotation
     (parsing is the layer server's), or why the layer cannot be lazy."""
+    from estargz.format import read_toc
+    from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
+    from estargz.lazy.remote import ResilientSource
+
     if layer.media_type not in LAYER_GZIP_TYPES:
         return None, f"media type {layer.media_type} is not a gzip layer"
     want = layer.annotations.get(TOC_JSON_DIGEST_ANNOTATION)
@@ -136,6 +142,8 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
 def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer: Descriptor
                 ) -> tuple[RawTOC, str]:
     """Fetch a layer completely and convert it to eStargz in the store."""
+    from estargz.format import BuildOptions, build, read_toc
+
     if layer.media_type not in LAYER_GZIP_TYPES | LAYER_TAR_TYPES:
         raise MountError(f"layer {layer.digest}: unsupported media type {layer.media_type}")
     if not store.has_blob(layer.digest):
