@@ -796,9 +796,8 @@ class BlobReader:
             self._check(name, c, chunk_data)
             self._keep(c, chunk_data)
             key = (c.offset, c.inner_offset)
-            if key in claimed:
-                claimed.discard(key)
-                self._in_flight.release(key)
+            claimed.discard(key)
+            self._in_flight.release(key)
         return end - start
 
     def read(self, path: str, offset: int = 0, size: int = -1) -> bytes:

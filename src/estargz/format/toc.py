@@ -95,7 +95,6 @@ def _check_int(value: Any, where: str, json_name: str) -> int:
 
 _KINDS = {json_name: kind for _attr, json_name, kind in _FIELDS}
 _ATTRS = {json_name: attr for attr, json_name, _kind in _FIELDS}
-_JSON = {attr: json_name for attr, json_name, _kind in _FIELDS}
 
 
 def _decode_xattrs(value: Any, where: str) -> dict[str, bytes]:

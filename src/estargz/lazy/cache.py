@@ -41,39 +41,36 @@ class DiskChunkCache:
 
     def _known(self) -> OrderedDict[str, int]:
         """This layer's entries on disk, oldest use first (call with the lock held); the first
-        call also sizes up the other layers' directories."""
+        call also sizes up the other layers' directories (one scan of the root for both)."""
         if self._sizes is None:
-            entries = []
-            with os.scandir(self.dir) as it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(entry.path)  # a temp file of an interrupted put
-                        continue
-                    with contextlib.suppress(FileNotFoundError):
-                        st = entry.stat()
-                        entries.append((st.st_mtime_ns, entry.name, st.st_size))
-            self._sizes = OrderedDict((name, size) for _, name, size in sorted(entries))
+            entries = self._scan(clean=True)
+            mine = sorted((used, os.path.basename(path), size)
+                          for used, path, size, own in entries if own)
+            self._sizes = OrderedDict((name, size) for _, name, size in mine)
             self._total = sum(self._sizes.values())
-            self._others = sum(size for _, _, size, mine in self._scan() if not mine)
+            self._others = sum(size for _, _, size, own in entries if not own)
         return self._sizes
 
-    def _scan(self) -> list[tuple[int, str, int, bool]]:
-        """Every entry under the root: (last use, path, size, whether it is this layer's)."""
+    def _scan(self, *, clean: bool = False) -> list[tuple[int, str, int, bool]]:
+        """Every entry under the root: (last use, path, size, whether it is this layer's).
+        ``clean``: also remove this layer's temporary files (of puts that were interrupted)."""
         out = []
         mine = os.fspath(self.dir)
         with os.scandir(self.root) as layers:
             for layer in layers:
                 if not layer.is_dir(follow_symlinks=False):
                     continue
+                own = layer.path == mine
                 with contextlib.suppress(FileNotFoundError), os.scandir(layer.path) as it:
                     for entry in it:
                         if entry.name.startswith("."):
+                            if clean and own:
+                                with contextlib.suppress(FileNotFoundError):
+                                    os.unlink(entry.path)
                             continue
                         with contextlib.suppress(FileNotFoundError):
                             st = entry.stat(follow_symlinks=False)
-                            out.append((st.st_mtime_ns, entry.path, st.st_size,
-                                        layer.path == mine))
+                            out.append((st.st_mtime_ns, entry.path, st.st_size, own))
         return out
 
     def _evict(self) -> None:
@@ -110,8 +107,9 @@ class DiskChunkCache:
             data = path.read_bytes()
         except FileNotFoundError:
             with self._lock:  # (not loaded yet: nothing to forget, and no scan on a miss)
-                if self._sizes is not None and self._sizes.pop(key, None) is not None:
-                    self._total = sum(self._sizes.values())  # evicted by another server
+                size = None if self._sizes is None else self._sizes.pop(key, None)
+                if size is not None:  # evicted by another layer's server
+                    self._total -= size
                     self.generation += 1
             return None
         now = time.time_ns()
