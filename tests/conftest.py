@@ -13,6 +13,7 @@ from gotool import DEFAULT_CACHE_DIR, build_go_harness
 
 if TYPE_CHECKING:  # imported lazily: only registry tests need bcrypt and cryptography
     from faultproxy import FaultProxy
+    from lazykit import Images, Mounts
     from registry_fixture import RegistryServer
 
 
@@ -113,3 +114,24 @@ def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
     yield factory
     for proxy in proxies:
         proxy.stop()
+
+
+# -- lazy mounts (tests/lazykit.py) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Images:
+    """The test images of tests/lazykit.py, pushed once per module to the shared registry."""
+    from lazykit import Images
+
+    return Images.seed(registry.host, tmp_path_factory.mktemp(request.module.__name__))
+
+
+@pytest.fixture
+def mounts(tmp_path: pathlib.Path) -> Iterator[Mounts]:
+    """A store for lazy mounts; every mount made through it is unmounted afterwards."""
+    from lazykit import lazy_mounts
+
+    with lazy_mounts(tmp_path) as m:
+        yield m

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +25,13 @@ from estargz.lazy.remote import ResilientSource
 from estargz.registry import Reference, RegistryClient
 from faultproxy import FaultProxy
 from imagekit import HELLO
-from lazykit import Images, Mounts, lazy_mounts, wait_for
+from lazykit import Images, Mounts, wait_for
 from registry_fixture import RegistryServer
 
 OS_RELEASE = b'NAME="estargz test image"\n'
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\n"
 MIN_REQUEST = 64 << 10
 """The smallest range a layer server asks for (MountSpec.min_request)."""
-
-
-@pytest.fixture(scope="module")
-def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Images:
-    return Images.seed(registry.host, tmp_path_factory.mktemp("lazy-fetch"))
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    with lazy_mounts(tmp_path) as m:
-        yield m
 
 
 @pytest.fixture

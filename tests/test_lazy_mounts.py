@@ -11,10 +11,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from estargz.digest import sha256_digest
 from estargz.format import open_blob
@@ -22,20 +19,9 @@ from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
 from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 from estargz.registry import RegistryClient
 from imagekit import HELLO
-from lazykit import Images, Mounts, lazy_mounts, mounted_under, skopeo, wait_for
+from lazykit import Images, Mounts, mounted_under, skopeo, wait_for
 from registry_fixture import RegistryServer, unique_repo
 from tarbuild import convert, make_tar, member, with_toc
-
-
-@pytest.fixture(scope="module")
-def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Images:
-    return Images.seed(registry.host, tmp_path_factory.mktemp("lazy-mounts"))
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    with lazy_mounts(tmp_path) as m:
-        yield m
 
 
 def _alive(pid: int) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,23 +24,11 @@ from lazykit import (
     Images,
     Mounts,
     assert_same_tree,
-    lazy_mounts,
     skopeo,
     snapshot,
     umoci_rootfs,
 )
 from registry_fixture import RegistryServer, unique_repo
-
-
-@pytest.fixture(scope="module")
-def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Images:
-    return Images.seed(registry.host, tmp_path_factory.mktemp("lazy-tree"))
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    with lazy_mounts(tmp_path) as m:
-        yield m
 
 
 def _layer_lines(stderr: str) -> list[str]:

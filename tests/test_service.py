@@ -28,11 +28,9 @@ from lazykit import (
     Images,
     Mounts,
     assert_same_tree,
-    lazy_mounts,
     snapshot,
     umoci_rootfs,
 )
-from registry_fixture import RegistryServer
 
 
 def _estargz(root: Path, *args: str, env: dict[str, str] | None = None,
@@ -48,17 +46,6 @@ def _title(pid: int) -> str:
 def _workers_logged(root: Path) -> int:
     log = root / "state" / "service.log"
     return log.read_text().count(": worker ") if log.exists() else 0
-
-
-@pytest.fixture(scope="module")
-def images(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Images:
-    return Images.seed(registry.host, tmp_path_factory.mktemp("service"))
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    with lazy_mounts(tmp_path) as m:
-        yield m
 
 
 @pytest.fixture
