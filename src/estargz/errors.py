@@ -11,6 +11,7 @@
      │    ├── TOCDigestMismatch
      │    └── ChunkDigestMismatch
      ├── UnsafePath             an entry would land outside the extraction directory
+     ├── ExtractError           the file system refused an entry (no space, a name it cannot hold)
      ├── BuildError             options that cannot work together, or a missing prioritized file
      ├── NotFound               no such entry in the blob
      ├── InvalidReference       not [registry/]repository[:tag][@digest] (also a ValueError)
@@ -38,6 +39,7 @@ __all__ = [
     "ChunkDigestMismatch",
     "CredentialsError",
     "EstargzError",
+    "ExtractError",
     "FormatError",
     "ImageNotFound",
     "InvalidFooter",
@@ -99,6 +101,10 @@ class ChunkDigestMismatch(VerificationError):
 
 class UnsafePath(EstargzError):
     """An entry name or link would place a file outside the extraction root."""
+
+
+class ExtractError(EstargzError):
+    """Writing an entry of the tree failed in the file system; the entry is named."""
 
 
 class BuildError(EstargzError):

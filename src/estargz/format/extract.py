@@ -12,10 +12,12 @@ import contextlib
 import errno
 import os
 import stat
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from estargz.errors import UnsafePath
+from estargz.errors import ExtractError, UnsafePath
 from estargz.format.reader import BlobReader, FileInfo
 
 __all__ = ["ExtractReport", "extract"]
@@ -53,34 +55,63 @@ def _mtime_ns(modtime: str) -> int:
 
 
 class _Tree:
-    """Directory descriptors below the root, opened without following symlinks."""
+    """Directory descriptors below the root, opened without following symlinks.
 
-    def __init__(self, root: str) -> None:
+    At most ``keep`` stay open (least recently used closed first; the root never), so that a
+    tree of any width or depth extracts within the process's descriptor limit. Descriptors are
+    closed only by :meth:`trim`, between entries: one handed out stays valid until then.
+    """
+
+    def __init__(self, root: str, keep: int = 256) -> None:
         os.makedirs(root, exist_ok=True)
         self.root_fd = os.open(root, _DIR_FLAGS)
-        self._fds: dict[str, int] = {"": self.root_fd}
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._keep = keep
 
     def dir_fd(self, path: str) -> int:
+        """The directory ``path`` (made if missing), reached from its nearest open ancestor
+        one component at a time; ancestors opened on the way are closed at once."""
+        if path == "":
+            return self.root_fd
         fd = self._fds.get(path)
         if fd is not None:
+            self._fds.move_to_end(path)
             return fd
-        parent, _, base = path.rpartition("/")
-        pfd = self.dir_fd(parent)
+        parts = path.split("/")
+        start, fd = 0, self.root_fd
+        for i in range(len(parts) - 1, 0, -1):  # the nearest ancestor already open
+            found = self._fds.get("/".join(parts[:i]))
+            if found is not None:
+                start, fd = i, found
+                break
+        for i in range(start, len(parts)):
+            child = self._open_child(fd, parts[i], "/".join(parts[: i + 1]))
+            if i > start:
+                os.close(fd)  # an intermediate ancestor: not kept
+            fd = child
+        self._fds[path] = fd
+        return fd
+
+    @staticmethod
+    def _open_child(pfd: int, base: str, path: str) -> int:
         with contextlib.suppress(FileExistsError):
             os.mkdir(base, 0o755, dir_fd=pfd)
         try:
-            fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
+            return os.open(base, _DIR_FLAGS, dir_fd=pfd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafePath(f"{path!r} is not a directory (a symlink?): refused") from exc
             raise
-        self._fds[path] = fd
-        return fd
+
+    def trim(self) -> None:
+        while len(self._fds) > self._keep:
+            os.close(self._fds.popitem(last=False)[1])
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        os.close(self.root_fd)
 
 
 def _remove(pfd: int, base: str, keep_dir: bool, keep_file: bool = False) -> None:
@@ -128,7 +159,11 @@ def _place_file(reader: BlobReader, info: FileInfo, pfd: int, base: str, as_root
 
 
 def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False) -> ExtractReport:
-    """Recreate the blob's tree under ``dest`` with modes, owners (as root), times and xattrs."""
+    """Recreate the blob's tree under ``dest`` with modes, owners (as root), times and xattrs.
+
+    A failure of the file system on one entry (no space, a name it cannot hold) is an
+    :class:`ExtractError` naming the entry; whatever was written before it stays.
+    """
     for e in reader.entries:
         if e.type == "chunk":
             continue
@@ -138,49 +173,68 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
     report = ExtractReport()
     as_root = os.geteuid() == 0
     tree = _Tree(dest)
-    dirs: list[tuple[str, FileInfo]] = []
+    dirs: list[FileInfo] = []
     links: list[FileInfo] = []
     try:
         for info in reader.walk():
             report.entries += 1
-            if info.name == "":
-                dirs.append(("", info))
-                continue
-            parent, _, base = info.name.rpartition("/")
-            pfd = tree.dir_fd(parent)
-            kind = info.type if info.hardlink_to is None else "hardlink"
-            _remove(pfd, base, keep_dir=kind == "dir", keep_file=kind == "reg")
-            if kind == "dir":
-                tree.dir_fd(info.name)
-                dirs.append((info.name, info))
-                continue
-            if kind == "hardlink":
-                links.append(info)  # after all files: a duplicate may put its target later
-                continue
-            if kind == "reg":  # (replaces an old file only once the new one is complete)
-                report.bytes += _place_file(reader, info, pfd, base, as_root, report)
-                continue
-            if kind == "symlink":
-                os.symlink(info.link_name, base, dir_fd=pfd)
-            elif kind in ("char", "block"):
-                fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
-                os.mknod(base, fmt | (info.mode & 0o7777), os.makedev(info.dev_major,
-                         info.dev_minor), dir_fd=pfd)
-            elif kind == "fifo":
-                os.mkfifo(base, info.mode & 0o7777, dir_fd=pfd)
-            _apply(info, pfd, base, -1, as_root, report)
+            tree.trim()
+            with _naming(info.name):
+                if _place(reader, tree, info, as_root, report):
+                    (links if info.hardlink_to is not None else dirs).append(info)
         for info in links:
             assert info.hardlink_to is not None
             parent, _, base = info.name.rpartition("/")
             tparent, _, tbase = info.hardlink_to.rpartition("/")
-            os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent),
-                    dst_dir_fd=tree.dir_fd(parent), follow_symlinks=False)
-        for name, info in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
-            fd = tree.dir_fd(name)
-            _apply(info, fd, None, fd, as_root, report)
+            tree.trim()
+            with _naming(info.name):
+                os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent),
+                        dst_dir_fd=tree.dir_fd(parent), follow_symlinks=False)
+        for info in sorted(dirs, key=lambda d: d.name.count("/"), reverse=True):
+            tree.trim()
+            with _naming(info.name or "/"):
+                fd = tree.dir_fd(info.name)
+                _apply(info, fd, None, fd, as_root, report)
     finally:
         tree.close()
     return report
+
+
+@contextlib.contextmanager
+def _naming(name: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise ExtractError(f"cannot write {name!r}: {exc.strerror or exc}") from exc
+
+
+def _place(reader: BlobReader, tree: _Tree, info: FileInfo, as_root: bool,
+           report: ExtractReport) -> bool:
+    """Create one entry; True for those finished later (directories, hardlinks)."""
+    if info.name == "":
+        return True
+    parent, _, base = info.name.rpartition("/")
+    pfd = tree.dir_fd(parent)
+    kind = info.type if info.hardlink_to is None else "hardlink"
+    _remove(pfd, base, keep_dir=kind == "dir", keep_file=kind == "reg")
+    if kind == "dir":
+        tree.dir_fd(info.name)
+        return True
+    if kind == "hardlink":
+        return True  # after all files: a duplicate may put its target later
+    if kind == "reg":  # (replaces an old file only once the new one is complete)
+        report.bytes += _place_file(reader, info, pfd, base, as_root, report)
+        return False
+    if kind == "symlink":
+        os.symlink(info.link_name, base, dir_fd=pfd)
+    elif kind in ("char", "block"):
+        fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
+        os.mknod(base, fmt | (info.mode & 0o7777),
+                 os.makedev(info.dev_major, info.dev_minor), dir_fd=pfd)
+    elif kind == "fifo":
+        os.mkfifo(base, info.mode & 0o7777, dir_fd=pfd)
+    _apply(info, pfd, base, -1, as_root, report)
+    return False
 
 
 def _apply(info: FileInfo, pfd: int, base: str | None, fd: int, as_root: bool,

@@ -137,10 +137,13 @@ def _tar_payload(tar_bytes: bytes, what: str) -> bytes:
             if info is None or info.name != TOC_TAR_NAME:
                 found = None if info is None else info.name
                 raise InvalidTOC(f"{what}: first tar entry is {found!r}, want {TOC_TAR_NAME!r}")
+            if not info.isreg():  # (a link or directory has no content to read)
+                raise InvalidTOC(f"{what}: {TOC_TAR_NAME!r} is not a regular file")
             if info.size > MAX_TOC_SIZE:
                 raise InvalidTOC(f"{what}: TOC of {info.size} bytes exceeds {MAX_TOC_SIZE}")
             f = tf.extractfile(info)
-            assert f is not None
+            if f is None:
+                raise InvalidTOC(f"{what}: {TOC_TAR_NAME!r} has no content")
             data = f.read()
     except tarfile.TarError as exc:
         raise InvalidTOC(f"{what}: not a tar holding the TOC: {exc}") from exc

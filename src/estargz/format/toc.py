@@ -8,13 +8,14 @@ import gc
 import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import orjson
 
 from estargz.errors import InvalidTOC
-from estargz.format.types import ENTRY_TYPES, TOCEntry
+from estargz.format.types import ENTRY_TYPES, MAX_DEVICE, MAX_ID, TOCEntry
 
 __all__ = ["decode_toc", "encode_toc", "paused_gc", "toc_digest"]
 
@@ -41,6 +42,12 @@ _FIELDS: tuple[tuple[str, str, type], ...] = (
     ("chunk_digest", "chunkDigest", str),
 )
 _MAX_INT = (1 << 63) - 1
+_LIMITS = {"uid": MAX_ID, "gid": MAX_ID, "devMajor": MAX_DEVICE, "devMinor": MAX_DEVICE}
+"""Fields a system holds in fewer bits: larger values could only fail later, half-way."""
+MAX_NAME_BYTES = 4095
+"""Longest name or link target a POSIX system can use (PATH_MAX less its NUL)."""
+MAX_COMPONENT_BYTES = 255
+"""Longest single name component (NAME_MAX)."""
 
 
 @contextmanager
@@ -88,9 +95,36 @@ def encode_toc(entries: Iterable[TOCEntry]) -> bytes:
 def _check_int(value: Any, where: str, json_name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidTOC(f"{where}: field {json_name!r} must be an integer, got {value!r}")
-    if value < 0 or value > _MAX_INT:
+    if value < 0 or value > _LIMITS.get(json_name, _MAX_INT):
         raise InvalidTOC(f"{where}: field {json_name!r} out of range: {value}")
     return value
+
+
+def _check_path(value: str, where: str, what: str, components: bool) -> None:
+    """A name or link target that no file system could hold is refused here, with its
+    entry named, rather than failing half-way through an extraction or a mount."""
+    if "\0" in value:
+        raise InvalidTOC(f"{where}: {what} holds a NUL byte")
+    if len(value) <= MAX_COMPONENT_BYTES:
+        return  # (a character is at least a byte: short enough, whatever the encoding)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidTOC(f"{where}: {what} of {size} bytes is longer than {MAX_NAME_BYTES}")
+    if components:
+        for part in value.split("/"):
+            if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+                raise InvalidTOC(f"{where}: {what} has a component longer than "
+                                 f"{MAX_COMPONENT_BYTES} bytes")
+
+
+def _check_strings(entry: TOCEntry, index: int) -> None:
+    where = f"TOC entry #{index}"
+    _check_path(entry.name, where, "name", components=True)
+    where = f"TOC entry #{index} ({entry.name!r})"
+    _check_path(entry.link_name, where, "linkName", components=entry.type == "hardlink")
+    for key in entry.xattrs:
+        if "\0" in key:
+            raise InvalidTOC(f"{where}: xattr name {key!r} holds a NUL byte")
 
 
 _KINDS = {json_name: kind for _attr, json_name, kind in _FIELDS}
@@ -120,7 +154,8 @@ def _decode_entry(raw: Any, index: int) -> TOCEntry:
         kind: Any = _KINDS.get(json_name)
         if kind is None or value is None:
             continue  # unknown fields are tolerated, as Go's decoder does
-        if type(value) is not kind or (kind is int and not 0 <= value <= _MAX_INT):
+        if type(value) is not kind or (
+                kind is int and not 0 <= value <= _LIMITS.get(json_name, _MAX_INT)):
             where = f"TOC entry #{index} ({raw.get('name')!r})"
             if kind is int:
                 _check_int(value, where, json_name)
@@ -138,7 +173,9 @@ def _decode_entry(raw: Any, index: int) -> TOCEntry:
         raise InvalidTOC(f"TOC entry #{index}: missing or non-string 'name'")
     if kwargs.get("type") not in ENTRY_TYPES:
         raise InvalidTOC(f"TOC entry #{index} ({name!r}): unknown type {raw.get('type')!r}")
-    return TOCEntry(**kwargs)
+    entry = TOCEntry(**kwargs)
+    _check_strings(entry, index)
+    return entry
 
 
 class _TOC(msgspec.Struct, gc=False):
@@ -180,6 +217,22 @@ def decode_toc(toc_json: bytes) -> list[TOCEntry]:
             return _decode_slowly(toc_json)
         if entries is None:
             return []
-        if not ENTRY_TYPES.issuperset({e.type for e in entries}):
+        if not ENTRY_TYPES.issuperset({e.type for e in entries}) or \
+                _may_hold_bad_strings(toc_json, entries):
             return _decode_slowly(toc_json)
         return entries
+
+
+def _may_hold_bad_strings(toc_json: bytes, entries: list[TOCEntry]) -> bool:
+    """Whether a name, link target or xattr name could be one :func:`_check_strings`
+    refuses: a cheap test over the whole TOC (a NUL is always written ``\\u0000`` in JSON),
+    so that only suspicious TOCs pay for the entry-by-entry check."""
+    if b"\\u0000" in toc_json:
+        return True
+    longest = max(map(len, map(_name_of, entries)), default=0)
+    longest_link = max(map(len, map(_link_of, entries)), default=0)
+    return max(longest, longest_link) > MAX_COMPONENT_BYTES
+
+
+_name_of = attrgetter("name")
+_link_of = attrgetter("link_name")

@@ -15,6 +15,8 @@ __all__ = [
     "LANDMARK_NAMES",
     "LEGACY_FOOTER_SIZE",
     "MAX_CHUNK_SIZE",
+    "MAX_DEVICE",
+    "MAX_ID",
     "MAX_TOC_SIZE",
     "NO_PREFETCH_LANDMARK",
     "PREFETCH_LANDMARK",
@@ -63,6 +65,12 @@ ENTRY_TYPES = frozenset({"dir", "reg", "symlink", "hardlink", "char", "block", "
 
 _Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 """A TOC integer: JSON decoding refuses negatives and what Go's int64 cannot hold."""
+MAX_ID = (1 << 32) - 2
+"""Largest uid or gid (all ones means "no change" to chown)."""
+MAX_DEVICE = (1 << 31) - 1
+"""Largest device major or minor number a system call takes."""
+_Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+_Device = Annotated[int, msgspec.Meta(ge=0, le=MAX_DEVICE)]
 
 
 class TOCEntry(msgspec.Struct, rename="camel", gc=False):
@@ -80,12 +88,12 @@ class TOCEntry(msgspec.Struct, rename="camel", gc=False):
     modtime: str = ""
     link_name: str = ""
     mode: _Count = 0
-    uid: _Count = 0
-    gid: _Count = 0
+    uid: _Id = 0
+    gid: _Id = 0
     user_name: str = ""
     group_name: str = ""
-    dev_major: _Count = 0
-    dev_minor: _Count = 0
+    dev_major: _Device = 0
+    dev_minor: _Device = 0
     xattrs: dict[str, bytes] = {}  # (msgspec gives each entry its own empty dict)
     digest: str = ""
     offset: _Count = 0
