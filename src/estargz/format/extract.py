@@ -58,8 +58,8 @@ class _Tree:
     """Directory descriptors below the root, opened without following symlinks.
 
     At most ``keep`` stay open (least recently used closed first; the root never), so that a
-    tree of any width or depth extracts within the process's descriptor limit. Descriptors are
-    closed only by :meth:`trim`, between entries: one handed out stays valid until then.
+    tree of any width or depth extracts within the process's descriptor limit. A descriptor
+    handed out is valid until the next call of :meth:`dir_fd`.
     """
 
     def __init__(self, root: str, keep: int = 256) -> None:
@@ -70,26 +70,27 @@ class _Tree:
 
     def dir_fd(self, path: str) -> int:
         """The directory ``path`` (made if missing), reached from its nearest open ancestor
-        one component at a time; ancestors opened on the way are closed at once."""
+        one component at a time."""
         if path == "":
             return self.root_fd
         fd = self._fds.get(path)
         if fd is not None:
             self._fds.move_to_end(path)
             return fd
-        parts = path.split("/")
-        start, fd = 0, self.root_fd
-        for i in range(len(parts) - 1, 0, -1):  # the nearest ancestor already open
-            found = self._fds.get("/".join(parts[:i]))
-            if found is not None:
-                start, fd = i, found
+        ancestor = path
+        while ancestor:
+            ancestor = ancestor.rpartition("/")[0]
+            fd = self._fds.get(ancestor) if ancestor else self.root_fd
+            if fd is not None:
                 break
-        for i in range(start, len(parts)):
-            child = self._open_child(fd, parts[i], "/".join(parts[: i + 1]))
-            if i > start:
-                os.close(fd)  # an intermediate ancestor: not kept
-            fd = child
-        self._fds[path] = fd
+        assert fd is not None
+        done = len(ancestor) + 1 if ancestor else 0
+        for base in path[done:].split("/"):
+            done += len(base) + 1
+            fd = self._open_child(fd, base, path[: done - 1])
+            self._fds[path[: done - 1]] = fd
+            if len(self._fds) > self._keep:  # (never the one just opened: it is the newest)
+                os.close(self._fds.popitem(last=False)[1])
         return fd
 
     @staticmethod
@@ -102,10 +103,6 @@ class _Tree:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafePath(f"{path!r} is not a directory (a symlink?): refused") from exc
             raise
-
-    def trim(self) -> None:
-        while len(self._fds) > self._keep:
-            os.close(self._fds.popitem(last=False)[1])
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -178,7 +175,6 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
     try:
         for info in reader.walk():
             report.entries += 1
-            tree.trim()
             with _naming(info.name):
                 if _place(reader, tree, info, as_root, report):
                     (links if info.hardlink_to is not None else dirs).append(info)
@@ -186,12 +182,14 @@ def extract(reader: BlobReader, dest: str, *, strip_leading_slash: bool = False)
             assert info.hardlink_to is not None
             parent, _, base = info.name.rpartition("/")
             tparent, _, tbase = info.hardlink_to.rpartition("/")
-            tree.trim()
             with _naming(info.name):
-                os.link(tbase, base, src_dir_fd=tree.dir_fd(tparent),
-                        dst_dir_fd=tree.dir_fd(parent), follow_symlinks=False)
+                source_fd = os.dup(tree.dir_fd(tparent))  # (the next dir_fd may close it)
+                try:
+                    os.link(tbase, base, src_dir_fd=source_fd, dst_dir_fd=tree.dir_fd(parent),
+                            follow_symlinks=False)
+                finally:
+                    os.close(source_fd)
         for info in sorted(dirs, key=lambda d: d.name.count("/"), reverse=True):
-            tree.trim()
             with _naming(info.name or "/"):
                 fd = tree.dir_fd(info.name)
                 _apply(info, fd, None, fd, as_root, report)

@@ -105,12 +105,12 @@ def _check_path(value: str, where: str, what: str, components: bool) -> None:
     entry named, rather than failing half-way through an extraction or a mount."""
     if "\0" in value:
         raise InvalidTOC(f"{where}: {what} holds a NUL byte")
-    if len(value) <= MAX_COMPONENT_BYTES:
-        return  # (a character is at least a byte: short enough, whatever the encoding)
+    if len(value) <= MAX_COMPONENT_BYTES and value.isascii():
+        return  # (one byte a character: short enough)
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_NAME_BYTES:
         raise InvalidTOC(f"{where}: {what} of {size} bytes is longer than {MAX_NAME_BYTES}")
-    if components:
+    if components and size > MAX_COMPONENT_BYTES:
         for part in value.split("/"):
             if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
                 raise InvalidTOC(f"{where}: {what} has a component longer than "
@@ -217,21 +217,22 @@ def decode_toc(toc_json: bytes) -> list[TOCEntry]:
             return _decode_slowly(toc_json)
         if entries is None:
             return []
-        if not ENTRY_TYPES.issuperset({e.type for e in entries}) or \
-                _may_hold_bad_strings(toc_json, entries):
-            return _decode_slowly(toc_json)
+        if not ENTRY_TYPES.issuperset({e.type for e in entries}) or b"\\u0000" in toc_json:
+            return _decode_slowly(toc_json)  # (JSON writes a NUL as \u0000)
+        _check_long_strings(entries, ascii_only=toc_json.isascii() and b"\\u" not in toc_json)
         return entries
 
 
-def _may_hold_bad_strings(toc_json: bytes, entries: list[TOCEntry]) -> bool:
-    """Whether a name, link target or xattr name could be one :func:`_check_strings`
-    refuses: a cheap test over the whole TOC (a NUL is always written ``\\u0000`` in JSON),
-    so that only suspicious TOCs pay for the entry-by-entry check."""
-    if b"\\u0000" in toc_json:
-        return True
-    longest = max(map(len, map(_name_of, entries)), default=0)
-    longest_link = max(map(len, map(_link_of, entries)), default=0)
-    return max(longest, longest_link) > MAX_COMPONENT_BYTES
+def _check_long_strings(entries: list[TOCEntry], ascii_only: bool) -> None:
+    """The length checks of :func:`_check_strings`, for the entries that could fail them: a
+    name is at most 4 bytes a character, and exactly 1 when the TOC is all ASCII."""
+    short = MAX_COMPONENT_BYTES if ascii_only else MAX_COMPONENT_BYTES // 4
+    if max(map(len, map(_name_of, entries)), default=0) <= short and \
+            max(map(len, map(_link_of, entries)), default=0) <= short:
+        return
+    for index, entry in enumerate(entries):
+        if len(entry.name) > short or len(entry.link_name) > short:
+            _check_strings(entry, index)
 
 
 _name_of = attrgetter("name")
