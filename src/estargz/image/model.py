@@ -241,7 +241,7 @@ class Index:
 def parse_document(data: bytes, media_type: str = "", what: str = "document") -> Manifest | Index:
     """A manifest or an index, told apart by media type (given or in the JSON) or by shape."""
     doc = loads(data, what)
-    kind = doc.get("mediaType") or media_type
+    kind = _str(doc, "mediaType", what, "") or media_type
     if kind in INDEX_TYPES or (not kind and "manifests" in doc):
         return Index.from_dict(doc, what)
     if kind in MANIFEST_TYPES or (not kind and "layers" in doc):

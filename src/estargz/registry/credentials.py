@@ -139,7 +139,7 @@ def _from_auth_entry(entry: Any, where: str) -> Credentials | None:
     if encoded:
         try:
             decoded = base64.b64decode(str(encoded), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # (a UnicodeDecodeError is a ValueError)
             raise CredentialsError(f"{where}: 'auth' is not base64 of user:password") from None
         username, sep, password = decoded.partition(":")
         if not sep:
