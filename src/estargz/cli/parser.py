@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_layer_commands(sub)
     add_image_commands(sub)
+    add_store_commands(sub)
     add_service_command(sub)
     add_demo_command(sub)
     return parser
@@ -227,6 +228,21 @@ def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
     p = cmds.add_parser("mounts", help="list lazy mounts with bytes fetched per layer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_deferred("estargz.cli.lazy", "_cmd_mounts"))
+
+
+def add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("store", help="check the local image store, collect what nothing uses")
+    cmds = p.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    check = cmds.add_parser("check", help="read every blob and name: exit 0 if consistent, "
+                            "1 with each problem listed if not (nothing is changed)")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=_deferred("estargz.cli.store", "_cmd_check"))
+    gc = cmds.add_parser("gc", help="remove blobs no image names, temporaries older than "
+                         "--ingest-max-age, and mounts left by a crash")
+    gc.add_argument("--ingest-max-age", type=parse_seconds, default=3600, metavar="SECONDS",
+                    help="temporaries younger than this may belong to a running command "
+                    "(default: 3600)")
+    gc.set_defaults(func=_deferred("estargz.cli.store", "_cmd_gc"))
 
 
 def add_service_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

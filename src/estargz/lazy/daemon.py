@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,11 +187,26 @@ class Daemon:
                 os.close(self.ready_fd)
             self.ready_fd = None
 
-    def _tell(self, message: str) -> None:
+    def _tell(self, message: str) -> bool:
+        """Say ``message`` to the rpull waiting for the mount; False if it is gone."""
+        heard = True
         if self.ready_fd is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.write(self.ready_fd, message.encode() + b"\n")
+            except OSError:  # (EPIPE: rpull was killed while it waited)
+                heard = False
             self._close_ready()
+        return heard
+
+    def _abandon(self) -> None:
+        """Remove every trace of a mount whose rpull died before it was ready: no image
+        names it and nobody else knows of it."""
+        log.info("the rpull of %s went away: removing the mount", self.spec.image)
+        root = self.spec.dir.parent.parent.parent
+        if Path(self.spec.mountpoint) == root / "rootfs" / self.spec.id:  # made by rpull
+            with contextlib.suppress(OSError):
+                os.rmdir(self.spec.mountpoint)
+        shutil.rmtree(self.spec.dir, ignore_errors=True)
 
     def start_servers(self) -> None:
         """Fork one server per layer (before this process starts any thread), wait until
@@ -268,7 +284,8 @@ class Daemon:
             _overlay(self.spec)
             _status(self.spec, "ready", mountpoint=self.spec.mountpoint)
             info = [self.layer_info[i] for i in range(len(self.spec.layers))]
-            self._tell("ready " + " ".join(f"{n}/{p}" for n, p in info))
+            if not self._tell("ready " + " ".join(f"{n}/{p}" for n, p in info)):
+                raise _Abandoned("the rpull that asked for this mount went away")
             log.info("%s mounted at %s", self.spec.image, self.spec.mountpoint)
             while not self.stopping:
                 for i, proc in enumerate(self.servers):
@@ -280,7 +297,8 @@ class Daemon:
             log.error("mount failed: %s", exc)
             self.stop()
             _status(self.spec, "failed", error=str(exc))
-            self._tell(f"failed: {exc}")
+            if isinstance(exc, _Abandoned) or not self._tell(f"failed: {exc}"):
+                self._abandon()
             return 1
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -291,6 +309,10 @@ class Daemon:
     def _terminate(self) -> None:
         log.info("terminating: unmounting %s", self.spec.mountpoint)
         self.stop()
+
+
+class _Abandoned(RuntimeError):
+    """Nobody waits for the mount any more."""
 
 
 def _logging() -> None:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # (rpull's libraries: ``i mounts`` and ``i umount`` need none
     from estargz.registry import RegistryClient
     from estargz.store import ImageStore
 
-__all__ = ["MountError", "MountInfo", "list_mounts", "rpull", "umount"]
+__all__ = ["MountError", "MountInfo", "list_mounts", "rpull", "stale_mounts", "umount"]
 
 
 class MountError(EstargzError):
@@ -357,6 +357,13 @@ def list_mounts(store: ImageStore) -> list[MountInfo]:
         stats = [read_json(d / f"stats-{i}.json") or {} for i in range(len(spec.layers))]
         out.append(MountInfo(spec, state, stats))
     return out
+
+
+def stale_mounts(store: ImageStore) -> list[MountInfo]:
+    """Mounts a crash left behind: unmounted, failed, or without a live daemon."""
+    return [info for info in list_mounts(store)
+            if info.state in ("gone", "orphaned", "failed", "stopped")
+            or (info.state != "ready" and _daemon_pid(info.spec) is None)]
 
 
 def umount(store: ImageStore, mountpoint: str, timeout: float = 30.0) -> MountSpec:
