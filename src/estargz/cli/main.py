@@ -80,12 +80,29 @@ def console() -> NoReturn:
     the client exits at once instead of finalising the interpreter."""
     from estargz.cli.client import forward
 
+    _hide_passwords(sys.argv)
     code = forward(sys.argv[1:])
     if code is None:
         sys.exit(run(sys.argv[1:]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _hide_passwords(argv: list[str]) -> None:
+    """``--user USER:PASSWORD`` is readable by every user of the machine in the process's
+    command line (``ps``): rewrite the title without the password (argv itself is kept)."""
+    shown, hidden = [], False
+    for i, arg in enumerate(argv):
+        after_flag = i > 0 and argv[i - 1] in ("--user", "-u")
+        if (after_flag or arg.startswith("--user=")) and ":" in arg:
+            arg = arg.split(":", 1)[0] + ":***"
+            hidden = True
+        shown.append(arg)
+    if hidden:
+        from setproctitle import setproctitle
+
+        setproctitle(" ".join(["estargz", *shown[1:]]))
 
 
 if __name__ == "__main__":
