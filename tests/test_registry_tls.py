@@ -65,7 +65,7 @@ def test_a_certificate_nobody_vouches_for_is_refused(
         tls_registry: tuple[RegistryServer, Path]) -> None:
     server, _ = tls_registry
     with RegistryClient(server.host, plain_http=False, retries=0) as client, \
-            pytest.raises(RegistryError, match="(?i)certificate"):
+            pytest.raises(RegistryError, match=r"(?i)certificate"):
         client.ping()
 
 
