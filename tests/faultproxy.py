@@ -14,6 +14,11 @@ Rules match a method and a path regex and apply to the next ``times`` matching r
 * ``redirect``: answer 307 to the same path and query on ``target`` (another listener);
 * ``delay``: forward after ``seconds`` (a slow registry: requests stay in flight a while).
 
+``chaos(rate, seed)`` adds, on top of the rules, one fault drawn at random to a share ``rate``
+of all requests (a 503, a 429 with Retry-After, a reset, a body cut short, a short 206, a
+flipped byte, a 200 for a range request, a slow answer, a redirect to the registry itself);
+``injected`` counts them by kind.
+
 Every request is recorded (method, path, headers) so tests can check what was sent where.
 ``upstream_headers`` are added to forwarded requests (a storage stand-in that signs its own
 requests). ``stop()`` also cuts open connections, so it looks like the server went away.
@@ -21,10 +26,12 @@ requests). ``stop()`` also cuts open connections, so it looks like the server we
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import http.server
 import json
+import random
 import re
 import socket
 import threading
@@ -78,6 +85,8 @@ class FaultProxy:
         self.connections = 0
         """Connections accepted so far: whether a client reuses its connections."""
         self._lock = threading.Lock()
+        self._chaos: tuple[float, random.Random] | None = None
+        self.injected: collections.Counter[str] = collections.Counter()
         self._port = port
         self._server: http.server.ThreadingHTTPServer | None = None
         self._sockets: set[socket.socket] = set()
@@ -136,6 +145,30 @@ class FaultProxy:
             self.rules.append(rule)
         return rule
 
+    def chaos(self, rate: float, seed: int = 0) -> None:
+        """From now on, a random fault on a share ``rate`` of requests (0 stops it)."""
+        with self._lock:
+            self._chaos = (rate, random.Random(seed)) if rate else None
+
+    def _chaos_rule(self, method: str) -> Rule | None:
+        if self._chaos is None:
+            return None
+        rate, rng = self._chaos
+        if rng.random() >= rate:
+            return None
+        kinds = ["503", "429", "reset", "drop", "truncate", "flip", "ignore_range", "delay",
+                 "redirect"]
+        if method not in ("GET", "HEAD"):
+            kinds = ["503", "429", "reset"]  # (an upload that got through is not undone)
+        kind = rng.choice(kinds)
+        self.injected[kind] += 1
+        if kind in ("503", "429"):
+            return Rule("status", status=int(kind),
+                        headers={"Retry-After": "1"} if kind == "429" else {})
+        if kind == "redirect":
+            return Rule("redirect", target=f"http://{self.upstream}")
+        return Rule(kind, after=rng.randrange(1, 4096), seconds=rng.uniform(0.1, 0.4))
+
     def clear(self) -> None:
         with self._lock:
             self.rules.clear()
@@ -153,7 +186,8 @@ class FaultProxy:
             hits = [r for r in self.rules if r.matches(method, path)]
             for rule in hits:
                 rule.hits += 1
-            return hits
+            extra = self._chaos_rule(method)
+            return hits if extra is None else [*hits, extra]
 
     def _track(self, sock: socket.socket, add: bool) -> None:
         with self._lock:

@@ -1,0 +1,122 @@
+"""Soak: pull, convert + push, and lazy reads through a registry that misbehaves on one request
+in ten (5xx, 429, resets, cut and short bodies, flipped bytes, 200 for ranges, slow answers,
+redirects). Every operation ends with the right content or one clear error line, and not one
+wrong byte is ever returned.
+
+The suite runs it for ``ESTARGZ_SOAK_SECONDS`` (40); a longer run, with counts printed::
+
+    ESTARGZ_SOAK_SECONDS=600 python3 -m pytest -s tests/test_soak.py
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from clikit import Cli
+from estargz.errors import EstargzError
+from estargz.image.model import Manifest, parse_document
+from estargz.registry import RegistryClient
+from faultproxy import FaultProxy
+from imagekit import busybox_layers, files_layer, write_oci_layout
+from lazykit import lazy_mounts
+from registry_fixture import RegistryServer, unique_repo
+
+SECONDS = float(os.environ.get("ESTARGZ_SOAK_SECONDS", "40"))
+FILES = {f"d{i % 7}/f{i}": os.urandom(500 + 97 * i) for i in range(120)}
+WANT = {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
+
+
+def _clear_failure(proc: subprocess.CompletedProcess[str]) -> bool:
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("estargz: error")]
+    return proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr
+
+
+def _blobs_match(registry: RegistryServer, ref: str) -> bool:
+    """What a push left in the registry, read without the proxy: every digest holds."""
+    repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+    with RegistryClient(registry.host) as client:
+        data, media_type, _ = client.get_manifest(repo, tag)
+        manifest = parse_document(data, media_type)
+        assert isinstance(manifest, Manifest)
+        try:
+            for desc in [manifest.config, *manifest.layers]:
+                client.get_blob(repo, desc.digest, max_size=1 << 30)  # (checks the digest)
+        except EstargzError:
+            return False
+    return True
+
+
+def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
+                                     fault_proxy: Callable[..., FaultProxy]) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, "v1", [*busybox_layers(), files_layer(FILES)])
+    src = f"{registry.host}/{unique_repo('soak')}:v1"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                    f"oci:{layout}:v1", f"docker://{src}"], check=True, capture_output=True)
+    seed = Cli.at(tmp_path, "seed")
+    esgz = src.replace(":v1", ":esgz")
+    seed("convert", "--oci", "--estargz", "--estargz-min-chunk-size", "4096", src, esgz)
+    seed("push", esgz)
+    proxy = fault_proxy(registry.host)
+    through = src.replace(registry.host, proxy.host)
+    proxy.chaos(0.10, seed=2026)
+
+    outcome: collections.Counter[str] = collections.Counter()
+    wrong: list[str] = []
+    deadline = time.monotonic() + SECONDS
+    with lazy_mounts(tmp_path) as mounts:
+        for round_ in itertools.count():
+            if time.monotonic() > deadline and round_ >= 3:
+                break
+            cli = Cli.at(tmp_path, f"store-{round_}")
+            op = ("pull", "push", "lazy")[round_ % 3]
+            if op == "pull":
+                proc = cli.run("pull", through)
+                ok = proc.returncode == 0
+            elif op == "push":
+                seed_src = esgz
+                target = through.replace(":v1", f":pushed-{round_}")
+                proc = seed.run("push", target, seed_src)
+                ok = proc.returncode == 0
+                if ok and not _blobs_match(registry, target.replace(proxy.host,
+                                                                      registry.host)):
+                    wrong.append(f"push {target}: a blob in the registry is not its digest")
+            else:
+                mounts.cli = cli
+                proc = cli.run("rpull", "--read-timeout", "20",
+                               through.replace(":v1", ":esgz"))
+                ok = proc.returncode == 0
+                if ok:
+                    mount = Path(proc.stdout.strip())
+                    mounts.points.append(str(mount))
+                    for name, digest in WANT.items():
+                        try:
+                            got = hashlib.sha256((mount / name).read_bytes()).hexdigest()
+                        except OSError as exc:  # EIO: a fault that outlasted the retries
+                            outcome["lazy read failed (EIO)"] += 1
+                            assert exc.errno == 5, exc
+                            continue
+                        outcome["lazy read"] += 1
+                        if got != digest:
+                            wrong.append(f"lazy read of {name}: sha256 {got}, want {digest}")
+                    assert cli.run("umount", str(mount)).returncode == 0
+            if ok:
+                outcome[f"{op} ok"] += 1
+            else:
+                outcome[f"{op} failed"] += 1
+                assert _clear_failure(proc), f"{op}:\n{proc.stderr}"
+            check = cli.run("ls")  # the store answers, whatever happened
+            assert check.returncode == 0, check.stderr
+    print(f"\nsoak {SECONDS:.0f}s: injected {dict(proxy.injected)}; outcomes {dict(outcome)}")
+    assert not wrong, "\n".join(wrong)
+    assert sum(proxy.injected.values()) >= 10  # (the faults did happen)
+    assert outcome["pull ok"] and outcome["push ok"] and outcome["lazy ok"]
+    failed = sum(n for k, n in outcome.items() if k.endswith("failed"))
+    assert failed <= sum(n for k, n in outcome.items() if k.endswith(" ok")), outcome
