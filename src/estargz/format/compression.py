@@ -23,6 +23,7 @@ from estargz.errors import FormatError
 
 __all__ = [
     "INFLATERS",
+    "INFLATE_ERRORS",
     "Engine",
     "available_engines",
     "default_engine",
@@ -127,7 +128,9 @@ def _inflaters() -> dict[str, object]:
 INFLATERS = _inflaters()
 """Every installed inflater by name; the first one is used."""
 _INFLATER = next(iter(INFLATERS.values()))
-_INFLATE_ERRORS = tuple({m.error for m in INFLATERS.values()})  # type: ignore[attr-defined]
+INFLATE_ERRORS: tuple[type[Exception], ...] = tuple(
+    {m.error for m in INFLATERS.values()})  # type: ignore[attr-defined]
+"""What the installed inflaters raise on bad data (each module has its own class)."""
 
 
 def inflate_member(data: bytes | memoryview, limit: int, where: str,
@@ -141,6 +144,6 @@ def inflate_member(data: bytes | memoryview, limit: int, where: str,
     module: Any = inflater or _INFLATER
     try:
         out: bytes = module.decompressobj(31).decompress(data, limit) if limit > 0 else b""
-    except _INFLATE_ERRORS as exc:
+    except INFLATE_ERRORS as exc:
         raise FormatError(f"{where}: gzip member does not inflate: {exc}") from exc
     return out

@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import tarfile
-import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from estargz.errors import BuildError, InvalidTar
-from estargz.format.compression import Engine, get_engine
+from estargz.format.compression import INFLATE_ERRORS, Engine, get_engine
 from estargz.format.footer import estargz_footer, external_footer
 from estargz.format.order import order_members
 from estargz.format.source import (
@@ -463,6 +462,8 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
     """A positional-read view of the uncompressed tar, unpacking gzip input to a temp file."""
     import gzip
 
+    corrupt: tuple[type[Exception], ...] = (EOFError, gzip.BadGzipFile, *INFLATE_ERRORS)
+
     try:
         if isinstance(src, str | os.PathLike):
             source = FileSource(src)
@@ -486,7 +487,7 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
             except (OSError, AttributeError, io.UnsupportedOperation):
                 pass
         return spool_tar(src, head, tmpdir)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    except corrupt as exc:
         raise InvalidTar(f"compressed input is corrupt or truncated: {exc}") from exc
 
 
