@@ -31,7 +31,10 @@ BUDGET = {"docker-archive": 40, "extract": 100}
 REGRESSIONS = [  # inputs the fuzzer found, each once a traceback
     ("document", b'{"schemaVersion": 2, "mediaType": {"a": {}}, "layers": []}'),
     ("credentials", '{"auths": {"r.test:5000": {"auth": "\U0007f9b1\u00b4}"}}}'.encode()),
-    ("tar", bytes.fromhex("1f8b08046574632f00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000")),
+    ("tar", bytes.fromhex(
+        "1f8b08046574632f0000000000000000000000000000000000000000000000000000000000000000"
+        "0000000000000000000000000000000000000000000000000000000000"
+    )),
 ]
 
 
