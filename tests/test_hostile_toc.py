@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -252,3 +253,21 @@ def test_toc_tar_with_trailing_garbage_is_still_one_toc(base: bytes) -> None:
     raw = gzip.decompress(base[toc_offset:-51])
     blob = base[:toc_offset] + gzip.compress(raw + b"\xff" * 1024) + estargz_footer(toc_offset)
     assert open_blob(blob).toc_digest == open_blob(base).toc_digest
+
+
+def test_memory_limits_are_configurable(tmp_path: Path) -> None:
+    """A TOC or a chunk larger than the deployment allows is refused before it is held."""
+    files = [member(f"f{i}", data=bytes([i % 256]) * 5000) for i in range(2000)]
+    blob = _write(tmp_path, convert(make_tar(*files), chunk_size=4096)[0])
+    assert len(open_blob(str(blob)).toc_json) > 100_000
+    env = {**os.environ, "ESTARGZ_MAX_TOC_SIZE": "100000"}
+    line = _one_clean_line(subprocess.run(
+        [sys.executable, "-m", "estargz.cli.main", "layer", "verify", str(blob)],
+        capture_output=True, text=True, env=env, timeout=120, check=False))
+    assert "exceeds the limit of 100000 (ESTARGZ_MAX_TOC_SIZE)" in line, line
+    env = {**os.environ, "ESTARGZ_MAX_CHUNK_SIZE": "1000"}
+    line = _one_clean_line(subprocess.run(
+        [sys.executable, "-m", "estargz.cli.main", "layer", "verify", str(blob)],
+        capture_output=True, text=True, env=env, timeout=120, check=False))
+    assert "exceeds the 1000-byte limit (ESTARGZ_MAX_CHUNK_SIZE)" in line, line
+    assert _cli("layer", "verify", str(blob)).returncode == 0

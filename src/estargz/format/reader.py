@@ -140,7 +140,8 @@ def _tar_payload(tar_bytes: bytes, what: str) -> bytes:
             if not info.isreg():  # (a link or directory has no content to read)
                 raise InvalidTOC(f"{what}: {TOC_TAR_NAME!r} is not a regular file")
             if info.size > MAX_TOC_SIZE:
-                raise InvalidTOC(f"{what}: TOC of {info.size} bytes exceeds {MAX_TOC_SIZE}")
+                raise InvalidTOC(f"{what}: TOC of {info.size} bytes exceeds the limit of "
+                                 f"{MAX_TOC_SIZE} (ESTARGZ_MAX_TOC_SIZE)")
             f = tf.extractfile(info)
             if f is None:
                 raise InvalidTOC(f"{what}: {TOC_TAR_NAME!r} has no content")
@@ -560,7 +561,7 @@ class BlobReader:
         if length > MAX_CHUNK_SIZE:
             return InvalidTOC(
                 f"{name!r}: chunk of {length} bytes at file offset {e.chunk_offset} "
-                f"exceeds the {MAX_CHUNK_SIZE}-byte limit"
+                f"exceeds the {MAX_CHUNK_SIZE}-byte limit (ESTARGZ_MAX_CHUNK_SIZE)"
             )
         if e.offset >= self.data_end:
             return InvalidTOC(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import msgspec
@@ -45,11 +46,21 @@ EXTERNAL_FOOTER_SIZE = 46
 # CRFS stargz: the 22 payload bytes are the whole extra field, no subfield header: 10+2+22+5+8.
 LEGACY_FOOTER_SIZE = 47
 
+
+
+def _limit(variable: str, default: int) -> int:
+    """A memory bound a deployment may lower (or raise) through the environment."""
+    text = os.environ.get(variable, "")
+    return int(text) if text.isdigit() and int(text) > 0 else default
+
+
 CHUNK_SIZE_DEFAULT = 4 << 20
-MAX_CHUNK_SIZE = 1 << 30
-"""Largest chunk a reader inflates into memory; a TOC asking for more is refused."""
-MAX_TOC_SIZE = 1 << 30
-"""Largest TOC JSON a reader accepts (decompression bombs stop here)."""
+MAX_CHUNK_SIZE = _limit("ESTARGZ_MAX_CHUNK_SIZE", 1 << 30)
+"""Largest chunk a reader inflates into memory; a TOC asking for more is refused (bytes;
+``ESTARGZ_MAX_CHUNK_SIZE`` sets it)."""
+MAX_TOC_SIZE = _limit("ESTARGZ_MAX_TOC_SIZE", 1 << 30)
+"""Largest TOC JSON a reader accepts: decompression bombs and TOCs that would take gigabytes
+of memory stop here (bytes; ``ESTARGZ_MAX_TOC_SIZE`` sets it)."""
 
 PREFETCH_LANDMARK = ".prefetch.landmark"
 NO_PREFETCH_LANDMARK = ".no.prefetch.landmark"
