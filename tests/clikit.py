@@ -30,6 +30,11 @@ class Cli:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "estargz.cli.main", "--root", str(self.root), "i", *args]
 
+    def store(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``estargz --root <store> store ARGS`` (check, gc)."""
+        return subprocess.run([*self.argv()[:-1], "store", *args], capture_output=True,
+                              text=True, env=self.env, timeout=timeout, check=False)
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
                               timeout=timeout, check=False)

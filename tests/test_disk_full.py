@@ -58,8 +58,7 @@ def _files(cli: Cli) -> list[tuple[str, int, int]]:
 
 
 def _store_check(cli: Cli) -> None:
-    proc = subprocess.run(cli.argv("ls")[:-2] + ["store", "check"], capture_output=True,
-                          text=True, env=cli.env, check=False)
+    proc = cli.store("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -95,10 +94,9 @@ def test_a_lazy_mount_serves_when_its_cache_cannot_be_written(tmp_path: Path,
         cli = Cli(disk / "store", seed.env)
         mounts.cli = cli
         mount = mounts.mount("--no-background-fetch", esgz)
-        with open(disk / "filler", "wb") as f:  # the rest of the disk
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * (1 << 20))
+        with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+            while True:  # the rest of the disk
+                f.write(b"\0" * (1 << 20))
         for name, data in FILES.items():
             got = (mount / name).read_bytes()
             assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), name

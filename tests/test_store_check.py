@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,14 +21,8 @@ from lazykit import lazy_mounts, mounted_under, wait_for
 from registry_fixture import RegistryServer, unique_repo
 
 
-def _store_cmd(cli: Estargz, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "estargz.cli.main", "--root", str(cli.root),
-                           "store", *args], capture_output=True, text=True, env=cli.env,
-                          timeout=300, check=False)
-
-
 def _consistent(cli: Estargz) -> dict[str, object]:
-    proc = _store_cmd(cli, "check", "--json")
+    proc = cli.store("check", "--json")
     report: dict[str, object] = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["consistent"], proc.stdout + proc.stderr
     return report
@@ -67,7 +60,7 @@ def test_damage_is_found_and_named(cli: Estargz, big: str) -> None:
         f.write(bytes([byte[0] ^ 0xFF]))
     config = store.blob_path(manifest["config"]["digest"])
     config.unlink()
-    proc = _store_cmd(cli, "check")
+    proc = cli.store("check")
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
     assert any(manifest["layers"][0]["digest"] in line and "corrupt" in line for line in lines)
@@ -93,7 +86,7 @@ def test_gc_removes_what_nothing_names(cli: Estargz, big: str) -> None:
     (cli.root / "ingest" / "old.tmp").write_bytes(b"x")
     os.utime(cli.root / "ingest" / "old.tmp", (0, 0))
     assert blobs > 2 and check_store(store).unreferenced == blobs
-    proc = _store_cmd(cli, "gc")
+    proc = cli.store("gc")
     assert proc.returncode == 0 and f"removed {blobs} unreferenced blobs" in proc.stderr
     assert "1 temporaries" in proc.stderr
     assert list((cli.root / "blobs" / "sha256").iterdir()) == []
