@@ -7,6 +7,7 @@ what it finds lands in ``REGRESSIONS``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pathlib
@@ -153,3 +154,22 @@ def test_go_reads_what_we_build_from_any_tar(go_harness: pathlib.Path, tmp_path_
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"] == ours.verify()
+
+
+@settings(SUITE, max_examples=40)
+@given(mutated(seeds("blob")))
+def test_the_cli_fed_damaged_blobs_says_one_line(tmp_path_factory: pytest.TempPathFactory,
+                                                 data: bytes) -> None:
+    from estargz.cli.main import run
+
+    work = tmp_path_factory.mktemp("cli-fuzz")
+    (work / "blob").write_bytes(data)
+    for args in (["layer", "verify", str(work / "blob")],
+                 ["layer", "extract", str(work / "blob"), str(work / "out")]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = run(args)
+        lines = err.getvalue().splitlines()
+        assert code in (0, 1), (args, err.getvalue())
+        assert code == 0 or (len(lines) == 1 and lines[0].startswith("estargz: error")), lines
+    assert sorted(p.name for p in work.iterdir()) in (["blob"], ["blob", "out"])
