@@ -3,18 +3,22 @@ in ten (5xx, 429, resets, cut and short bodies, flipped bytes, 200 for ranges, s
 redirects). Every operation ends with the right content or one clear error line, and not one
 wrong byte is ever returned.
 
-The suite runs it for ``ESTARGZ_SOAK_SECONDS`` (40); a longer run, with counts printed::
+The suite runs it for ``ESTARGZ_SOAK_SECONDS`` (40) on a small image; a longer run on the
+debootstrap root filesystem of the benchmarks, with counts printed::
 
-    ESTARGZ_SOAK_SECONDS=600 python3 -m pytest -s tests/test_soak.py
+    ESTARGZ_SOAK_SECONDS=600 ESTARGZ_SOAK_ROOTFS=benchmarks/.cache/rootfs.tar \\
+        python3 -m pytest -s tests/test_soak.py
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import itertools
 import os
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +33,23 @@ from lazykit import lazy_mounts
 from registry_fixture import RegistryServer, unique_repo
 
 SECONDS = float(os.environ.get("ESTARGZ_SOAK_SECONDS", "40"))
+ROOTFS = os.environ.get("ESTARGZ_SOAK_ROOTFS")
+MIN_FAULTS = 12
+"""The run goes on past its time (up to four times it) until this many faults were met."""
 FILES = {f"d{i % 7}/f{i}": os.urandom(500 + 97 * i) for i in range(120)}
-WANT = {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
+
+
+def _layer() -> tuple[bytes, dict[str, str]]:
+    """The files layer and the sha256 of each regular file in it."""
+    layer = Path(ROOTFS).read_bytes() if ROOTFS else files_layer(FILES)
+    want = {}
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        for info in tar:
+            if info.isreg():
+                data = tar.extractfile(info)
+                assert data is not None
+                want[info.name.removeprefix("./")] = hashlib.sha256(data.read()).hexdigest()
+    return layer, want
 
 
 def _clear_failure(proc: subprocess.CompletedProcess[str]) -> bool:
@@ -55,8 +74,9 @@ def _blobs_match(registry: RegistryServer, ref: str) -> bool:
 
 def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
                                      fault_proxy: Callable[..., FaultProxy]) -> None:
+    layer, want = _layer()
     layout = tmp_path / "layout"
-    write_oci_layout(layout, "v1", [*busybox_layers(), files_layer(FILES)])
+    write_oci_layout(layout, "v1", [*busybox_layers(), layer])
     src = f"{registry.host}/{unique_repo('soak')}:v1"
     subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
                     f"oci:{layout}:v1", f"docker://{src}"], check=True, capture_output=True)
@@ -73,12 +93,18 @@ def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
     deadline = time.monotonic() + SECONDS
     with lazy_mounts(tmp_path) as mounts:
         for round_ in itertools.count():
-            if time.monotonic() > deadline and round_ >= 3:
+            enough = sum(proxy.injected.values()) >= MIN_FAULTS and round_ >= 4
+            if time.monotonic() > deadline and (enough or time.monotonic() > deadline
+                                                 + 3 * SECONDS):
                 break
             cli = Cli.at(tmp_path, f"store-{round_}")
-            op = ("pull", "push", "lazy")[round_ % 3]
+            op = ("pull", "push", "lazy", "convert")[round_ % 4]
             if op == "pull":
                 proc = cli.run("pull", through)
+                ok = proc.returncode == 0
+            elif op == "convert":  # (pulls the source through the proxy first)
+                proc = cli.run("convert", "--oci", "--estargz", through,
+                               f"converted-{round_}:latest")
                 ok = proc.returncode == 0
             elif op == "push":
                 seed_src = esgz
@@ -96,7 +122,7 @@ def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
                 if ok:
                     mount = Path(proc.stdout.strip())
                     mounts.points.append(str(mount))
-                    for name, digest in WANT.items():
+                    for name, digest in want.items():
                         try:
                             got = hashlib.sha256((mount / name).read_bytes()).hexdigest()
                         except OSError as exc:  # EIO: a fault that outlasted the retries
@@ -114,9 +140,11 @@ def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
                 assert _clear_failure(proc), f"{op}:\n{proc.stderr}"
             check = cli.run("ls")  # the store answers, whatever happened
             assert check.returncode == 0, check.stderr
-    print(f"\nsoak {SECONDS:.0f}s: injected {dict(proxy.injected)}; outcomes {dict(outcome)}")
+    print(f"\nsoak {SECONDS:.0f}s: {len(proxy.requests)} requests, injected "
+          f"{dict(proxy.injected)}; outcomes {dict(outcome)}")
     assert not wrong, "\n".join(wrong)
-    assert sum(proxy.injected.values()) >= 10  # (the faults did happen)
+    assert sum(proxy.injected.values()) >= MIN_FAULTS  # (the faults did happen)
     assert outcome["pull ok"] and outcome["push ok"] and outcome["lazy ok"]
+    assert outcome["convert ok"]
     failed = sum(n for k, n in outcome.items() if k.endswith("failed"))
     assert failed <= sum(n for k, n in outcome.items() if k.endswith(" ok")), outcome
