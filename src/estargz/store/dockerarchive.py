@@ -176,6 +176,8 @@ def import_docker_archive(
             for i, entry in enumerate(entries):
                 top = _import_entry(store, files, entry, f"{what} (image {i})")
                 tags = [names[i]] if names is not None else entry.get("RepoTags") or []
+                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                    raise StoreError(f"{what} (image {i}): 'RepoTags' is not a list of names")
                 images.update((normalize_name(tag), top) for tag in tags)
             if not images:
                 raise StoreError(f"{what}: no image in the archive has a RepoTag; give names")
