@@ -33,7 +33,8 @@ REGRESSIONS = [  # inputs the fuzzer found, each once a traceback
     ("document", b'{"schemaVersion": 2, "mediaType": {"a": {}}, "layers": []}'),
     ("credentials", '{"auths": {"r.test:5000": {"auth": "\U0007f9b1\u00b4}"}}}'.encode()),
     ("docker-archive", b'[{"Config": "config.json", "RepoTags": 3, "Layers": ["layer.tar"]}]'),
-    ("docker-archive", b'[{"Config": "config.json", "RepoTags": [["x"]], "Layers": ["layer.tar"]}]'),
+    ("docker-archive", b'[{"Config": "config.json", "RepoTags": [["x"]], '
+                       b'"Layers": ["layer.tar"]}]'),
     ("tar", bytes.fromhex(
         "1f8b08046574632f0000000000000000000000000000000000000000000000000000000000000000"
         "0000000000000000000000000000000000000000000000000000000000"
