@@ -135,3 +135,38 @@ def mounts(tmp_path: pathlib.Path) -> Iterator[Mounts]:
 
     with lazy_mounts(tmp_path) as m:
         yield m
+
+
+# -- no credential in any log the suite leaves ----------------------------------------------
+
+TEST_SECRETS = ("s3cret-pw", "t0ken-pw")
+"""The registry fixtures' passwords (registry_fixture.start_basic, start_token)."""
+
+
+def _leaked_into_logs(root: pathlib.Path) -> list[str]:
+    import base64
+
+    needles = [s.encode() for s in TEST_SECRETS]
+    needles += [base64.b64encode(f"{user}:{s}".encode())
+                for user, s in (("alice", "s3cret-pw"), ("bob", "t0ken-pw"))]
+    found = []
+    for path in root.rglob("*.log"):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        found += [f"{path}: holds {needle.decode()!r}" for needle in needles if needle in data]
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every log the tests made (mount daemons, layer servers, the service, registries) is
+    searched for the test passwords: a credential in a log fails the run."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    leaks = _leaked_into_logs(factory.getbasetemp())
+    if leaks:
+        print("\ncredentials found in logs:\n" + "\n".join(leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
