@@ -242,3 +242,20 @@ def write_oci_index(layout: pathlib.Path, tag: str, images: dict[str, list[bytes
     desc = {"mediaType": OCI_INDEX, "digest": _put(layout, raw), "size": len(raw)}
     _name(layout, tag, desc)
     return str(desc["digest"])
+
+
+def push_layers(host: str, name: str, layers: list[bytes], work: pathlib.Path, *,
+                creds: str = "") -> str:
+    """An OCI image of ``layers`` copied by skopeo to a fresh repository (``name`` made
+    unique) of the registry at ``host``; returns ``host/repo:v1``."""
+    import subprocess
+
+    from registry_fixture import unique_repo
+
+    layout = work / f"{name}-layout"
+    write_oci_layout(layout, "v1", layers)
+    ref = f"{host}/{unique_repo(name)}:v1"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                    *(["--dest-creds", creds] if creds else []), f"oci:{layout}:v1",
+                    f"docker://{ref}"], check=True, capture_output=True)
+    return ref

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from clikit import Cli
-from imagekit import busybox_layers, files_layer, random_file_layer, write_oci_layout
+from imagekit import busybox_layers, files_layer, push_layers, random_file_layer
 from lazykit import lazy_mounts
-from registry_fixture import RegistryServer, unique_repo
+from registry_fixture import RegistryServer
 
 FILES = {f"f{i}": os.urandom(20_000 + i) for i in range(60)}
 
@@ -33,14 +33,9 @@ def small_disk(path: Path, megabytes: int) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def big(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("full-big")
-    write_oci_layout(path, "v1", [*busybox_layers(),
-                                  random_file_layer("data/random.bin", 30 << 20),
-                                  files_layer(FILES)])
-    name = f"{registry.host}/{unique_repo('disk-full')}:v1"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
-                    f"oci:{path}:v1", f"docker://{name}"], check=True, capture_output=True)
-    return name
+    return push_layers(registry.host, "disk-full",
+                       [*busybox_layers(), random_file_layer("data/random.bin", 30 << 20),
+                        files_layer(FILES)], tmp_path_factory.mktemp("full-big"))
 
 
 def _one_line_about_space(proc: subprocess.CompletedProcess[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from clikit import Cli
 from faultproxy import FaultProxy
-from imagekit import files_layer, write_oci_layout
+from imagekit import files_layer, push_layers
 from lazykit import lazy_mounts, wait_for
 from registry_fixture import RegistryServer, unique_repo
 
@@ -56,12 +56,9 @@ def test_the_command_line_shows_no_password(tmp_path: Path, basic_registry: Regi
 def test_credentials_never_show(tmp_path: Path, basic_registry: RegistryServer) -> None:
     user, password = basic_registry.username, basic_registry.password
     wrong = password + "-WRONG-but-secret"
-    layout = tmp_path / "layout"
-    write_oci_layout(layout, "v1", [files_layer({f"f{i}": os.urandom(3000) for i in range(40)})])
-    src = f"{basic_registry.host}/{unique_repo('secret')}:v1"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
-                    "--dest-creds", f"{user}:{password}", f"oci:{layout}:v1",
-                    f"docker://{src}"], check=True, capture_output=True)
+    src = push_layers(basic_registry.host, "secret",
+                      [files_layer({f"f{i}": os.urandom(3000) for i in range(40)})], tmp_path,
+                      creds=f"{user}:{password}")
     esgz = src.replace(":v1", ":esgz")
     said: list[str] = []
     with lazy_mounts(tmp_path) as mounts:

@@ -28,9 +28,9 @@ from estargz.errors import EstargzError
 from estargz.image.model import Manifest, parse_document
 from estargz.registry import RegistryClient
 from faultproxy import FaultProxy
-from imagekit import busybox_layers, files_layer, write_oci_layout
+from imagekit import busybox_layers, files_layer, push_layers
 from lazykit import lazy_mounts
-from registry_fixture import RegistryServer, unique_repo
+from registry_fixture import RegistryServer
 
 SECONDS = float(os.environ.get("ESTARGZ_SOAK_SECONDS", "40"))
 ROOTFS = os.environ.get("ESTARGZ_SOAK_ROOTFS")
@@ -75,11 +75,7 @@ def _blobs_match(registry: RegistryServer, ref: str) -> bool:
 def test_soak_under_one_fault_in_ten(tmp_path: Path, registry: RegistryServer,
                                      fault_proxy: Callable[..., FaultProxy]) -> None:
     layer, want = _layer()
-    layout = tmp_path / "layout"
-    write_oci_layout(layout, "v1", [*busybox_layers(), layer])
-    src = f"{registry.host}/{unique_repo('soak')}:v1"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
-                    f"oci:{layout}:v1", f"docker://{src}"], check=True, capture_output=True)
+    src = push_layers(registry.host, "soak", [*busybox_layers(), layer], tmp_path)
     seed = Cli.at(tmp_path, "seed")
     esgz = src.replace(":v1", ":esgz")
     seed("convert", "--oci", "--estargz", "--estargz-min-chunk-size", "4096", src, esgz)

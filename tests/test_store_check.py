@@ -16,7 +16,7 @@ import pytest
 from clikit import Cli as Estargz
 from estargz.store import ImageStore
 from estargz.store.check import check_store
-from imagekit import busybox_layers, random_file_layer, write_oci_layout
+from imagekit import busybox_layers, push_layers, random_file_layer
 from lazykit import lazy_mounts, mounted_under, wait_for
 from registry_fixture import RegistryServer, unique_repo
 
@@ -31,13 +31,9 @@ def _consistent(cli: Estargz) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def big(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     """busybox and a 40 MB layer of random bytes: every command takes long enough to kill."""
-    path = tmp_path_factory.mktemp("check-big")
-    write_oci_layout(path, "big", [*busybox_layers(),
-                                   random_file_layer("data/random.bin", 40 << 20)])
-    name = f"{registry.host}/{unique_repo('check-big')}:v1"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
-                    f"oci:{path}:big", f"docker://{name}"], check=True, capture_output=True)
-    return name
+    return push_layers(registry.host, "check-big",
+                       [*busybox_layers(), random_file_layer("data/random.bin", 40 << 20)],
+                       tmp_path_factory.mktemp("check-big"))
 
 
 @pytest.fixture
