@@ -18,7 +18,8 @@ import orjson
 from estargz.cli.common import open_store, registry_client
 from estargz.cli.output import emit_json
 from estargz.errors import BuildError, ImageNotFound, InvalidTOC, RegistryError
-from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
+from estargz.image.config import chain_id, diff_ids
+from estargz.image.model import Descriptor, Index, Manifest, Platform, loads, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.reference import Reference
 from estargz.store.layout import ImageStore
@@ -57,7 +58,7 @@ def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) 
         return pull_image(
             client, store, ref, name=normalize_name(ref_text),
             platforms=platforms, all_platforms=bool(getattr(args, "all_platforms", False)),
-            progress=rep.transfer(),
+            progress=rep.transfer(), workers=getattr(args, "max_concurrent_downloads", 0) or 4,
         )
 
 
@@ -76,7 +77,53 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     with reporter(args) as rep:
         top = _pull(args, store, args.ref, rep)
     print(f"{normalize_name(args.ref)} {top.digest}")
+    if args.print_chainid:
+        for desc, manifest in _stored_manifests(store, top):
+            ids = diff_ids(store.read_blob(manifest.config.digest))
+            where = f" ({desc.platform})" if desc.platform else ""
+            print(f"image chain ID{where}: {chain_id(ids)}")
     return 0
+
+
+def _stored_manifests(store: ImageStore, top: Descriptor) -> list[tuple[Descriptor, Manifest]]:
+    """The manifests of a stored image that the store holds (an index: the pulled ones)."""
+    doc = parse_document(store.read_blob(top.digest), top.media_type, top.digest)
+    if isinstance(doc, Manifest):
+        return [(top, doc)]
+    out = []
+    for child in doc.manifests:
+        if store.has_blob(child.digest):
+            sub = parse_document(store.read_blob(child.digest), child.media_type, child.digest)
+            if isinstance(sub, Manifest):
+                out.append((child, sub))
+    return out
+
+
+def _push_target(args: argparse.Namespace, store: ImageStore) -> Descriptor:
+    """What ``push`` sends: LOCAL's image, the store's ``--manifest``, or with ``--platform``
+    the one manifest of that platform in LOCAL's index."""
+    if args.manifest:
+        digest = args.manifest if ":" in args.manifest else f"sha256:{args.manifest}"
+        if not store.has_blob(digest):
+            raise ImageNotFound(f"--manifest {digest} is not in the store")
+        data = store.read_blob(digest)
+        media_type = args.manifest_type or str(loads(data, digest).get("mediaType") or "")
+        if not media_type:
+            raise BuildError(f"--manifest {digest} names no mediaType: give --manifest-type")
+        top = Descriptor(media_type, digest, len(data))
+    else:
+        _, top = _lookup(store, args.local or args.remote)
+    if not args.platform:
+        return top
+    wants = _platforms(args)
+    chosen = [d for d, _ in _stored_manifests(store, top)
+              if d.platform and any(w.matches(d.platform) for w in wants)]
+    if len(chosen) != 1:
+        have = ", ".join(str(d.platform) for d, _ in _stored_manifests(store, top)
+                         if d.platform) or "no platforms"
+        raise BuildError(f"--platform {', '.join(args.platform)} matches {len(chosen)} manifests "
+                         f"of the image (it has {have}): name exactly one platform")
+    return chosen[0]
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -84,10 +131,11 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     remote = Reference.parse(args.remote)
-    _, top = _lookup(store, args.local or args.remote)
+    top = _push_target(args, store)
     with reporter(args) as rep, registry_client(args, remote) as client:
         rep.message(f"pushing {remote}")
-        digest = push_image(client, store, top, remote, progress=rep.transfer())
+        digest = push_image(client, store, top, remote, progress=rep.transfer(),
+                            workers=args.max_concurrent_uploaded_layers or 4)
     print(f"{remote} {digest}")
     return 0
 
@@ -95,7 +143,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 # --- convert --------------------------------------------------------------------------------
 
 
-def _convert_options(args: argparse.Namespace) -> ConvertOptions:
+def _convert_options(args: argparse.Namespace, gunzip: tuple[str, ...] | None
+                     ) -> ConvertOptions:
     from estargz.image.convert import ConvertOptions, read_record_in
 
     # the record file is read only once the flags are known to fit together
@@ -112,6 +161,8 @@ def _convert_options(args: argparse.Namespace) -> ConvertOptions:
         record_in=record,
         platforms=_platforms(args),
         all_platforms=args.all_platforms,
+        workers=args.estargz_parallelism or None,
+        gunzip=gunzip,
     )
     options.check()
     if args.estargz_record_in:
@@ -125,7 +176,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.estargz_keep_diff_id and args.estargz_record_in:
         raise BuildError("--estargz-keep-diff-id cannot be combined with --estargz-record-in: "
                          "prioritizing files reorders the tar and changes the diffID")
-    options = _convert_options(args)  # every flag checked before any work
+    from estargz.image.gziphelper import choose_gzip_helper
+
+    helper = choose_gzip_helper(args.estargz_gzip_helper)
+    options = _convert_options(args, helper.command)  # every flag checked before any work
     dst = normalize_name(args.dst)
     try:
         toc_name = toc_image_name(dst) if options.external_toc else None
@@ -134,6 +188,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                          f"image after the tag of DST (DST-esgztoc): give DST a tag") from None
     store = open_store(args)
     with reporter(args) as rep:
+        if helper.note:
+            rep.message(f"note: {helper.note}")
         try:
             src_key, source = _lookup(store, args.src)
         except ImageNotFound:

@@ -30,7 +30,10 @@ def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
 
     from estargz.errors import EstargzError
 
+    from estargz.cli.compat import report_inapplicable
+
     args = (parser or build_parser()).parse_args(argv)
+    report_inapplicable(args)
     try:
         code: int = args.func(args)
         return code
