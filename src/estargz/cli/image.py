@@ -329,8 +329,13 @@ class _ImageView:
             self.top = self.store.get_image(self.name)
             self.local = True
         except ImageNotFound:
-            data, media_type, digest = self.client.get_manifest(self.ref.repository,
-                                                                self.ref.manifest_ref)
+            try:
+                data, media_type, digest = self.client.get_manifest(self.ref.repository,
+                                                                    self.ref.manifest_ref)
+            except RegistryError as exc:  # say where it looked, and that the store has none
+                raise type(exc)(f"{name}: not in the store; asking {self.ref}: {exc}",
+                                method=exc.method, url=exc.url, status=exc.status,
+                                errors=exc.errors) from exc
             self.top = Descriptor(media_type, digest, len(data))
             self._docs = {digest: data}
             self.local = False
