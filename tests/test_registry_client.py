@@ -290,9 +290,8 @@ def test_unresolvable_host_fails_after_one_retry() -> None:
                 raise httpx.ConnectError(str(exc), request=request) from exc
 
     with RegistryClient("registry.invalid", transport=NoSuchHost(), retries=5,
-                        backoff=0.01) as client:
-        with pytest.raises(RegistryUnavailable) as info:
-            client.get_manifest("a/b", "latest")
+                        backoff=0.01) as client, pytest.raises(RegistryUnavailable) as info:
+        client.get_manifest("a/b", "latest")
     assert len(calls) == 2
     assert str(info.value) == (
         "GET registry.invalid/v2/a/b/manifests/latest: the host name does not resolve (Name or "

@@ -29,9 +29,8 @@ def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
     """Run one command in this process (``parser``: one built earlier, to save the time)."""
     import traceback
 
-    from estargz.errors import EstargzError
-
     from estargz.cli.compat import report_inapplicable
+    from estargz.errors import EstargzError
 
     args = (parser or build_parser()).parse_args(argv)
     report_inapplicable(args)

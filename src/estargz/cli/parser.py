@@ -214,9 +214,10 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = command("get-toc-digest", "print the TOC digest of a layer")
     add_registry_flags(p)
     p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
-    p.add_argument("ref", metavar="REF")
+    p.add_argument("ref", metavar="REF", nargs="?",
+                   help="the image of the layer (default: the layer among the store's blobs)")
     p.add_argument("layer", metavar="LAYER_DIGEST")
-    p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_get_toc_digest"))
+    p.set_defaults(func=_deferred("estargz.cli.imageview", "_cmd_get_toc_digest"))
 
     add_lazy_commands(cmds)
 
@@ -224,7 +225,7 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_registry_flags(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_inspect"))
+    p.set_defaults(func=_deferred("estargz.cli.imageview", "_cmd_inspect"))
 
 
 def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

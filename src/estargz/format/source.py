@@ -200,7 +200,7 @@ def _gunzip_with(command: Sequence[str], stream: BinaryIO, head: bytes, out: Bin
             shutil.copyfileobj(stream, proc.stdin, 1 << 20)
         except BrokenPipeError:
             pass  # the helper stopped reading: its exit status says why
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+        except BaseException as exc:
             failed.append(exc)
         finally:
             with contextlib.suppress(BrokenPipeError):
