@@ -43,7 +43,8 @@ class _ImageView:
                 data, media_type, digest = self.client.get_manifest(self.ref.repository,
                                                                     self.ref.manifest_ref)
             except RegistryError as exc:  # say where it looked, and that the store has none
-                raise type(exc)(f"{name}: not in the store; asking {self.ref}: {exc}",
+                asked = "its registry" if str(self.ref) == name else str(self.ref)
+                raise type(exc)(f"{name}: not in the store; asking {asked}: {exc}",
                                 method=exc.method, url=exc.url, status=exc.status,
                                 errors=exc.errors) from exc
             self.top = Descriptor(media_type, digest, len(data))
