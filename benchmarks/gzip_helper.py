@@ -7,9 +7,11 @@ The input is the debootstrap root filesystem of ``convert.py`` (or ``--input TAR
 once with ``gzip -6`` (the level of ``docker push`` and most registries' layers). Each run
 decompresses it into a temporary file the way ``i convert`` does before converting: ours with
 ``format.source.spool_tar`` (zlib-ng, in this process), each helper through the same function
-with ``gunzip=(helper, "-d", "-c")``. Runs are interleaved, the order rotating; the page cache
-holds the input for every contender alike (one untimed read first). Medians of wall time and of
-CPU time (this process and its children), and the ratio of each to ours, are printed.
+with ``gunzip=(helper, "-d", "-c")``. Then each converts the same gzip layer end to end
+(``format.build`` at level 9 with all CPUs, as ``i convert`` does), where decompression
+competes with compression for the CPUs. Runs are interleaved, the order rotating; the page
+cache holds the input for every contender alike (one untimed read first). Medians of wall time
+and of CPU time (this process and its children), and the ratio of each to ours, are printed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from convert import ensure_rootfs_tar  # noqa: E402
+from estargz.format import BuildOptions, build  # noqa: E402
 from estargz.format.source import spool_tar  # noqa: E402
 
 HELPERS = ("pigz", "igzip", "gzip")
@@ -49,6 +52,37 @@ def _decompress(path: pathlib.Path, gunzip: tuple[str, ...] | None, tmpdir: str
     size = source.size
     source.close()
     return wall, _cpu() - cpu, size
+
+
+class _Sink:
+    """Counts what the builder writes."""
+
+    size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def _convert(path: pathlib.Path, gunzip: tuple[str, ...] | None, tmpdir: str
+             ) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and blob size of one conversion of the gzip layer."""
+    cpu, start = _cpu(), time.perf_counter()
+    sink = _Sink()
+    build(path, sink, BuildOptions(gunzip=gunzip, tmpdir=tmpdir))  # type: ignore[arg-type]
+    return time.perf_counter() - start, _cpu() - cpu, sink.size
+
+
+def _table(title: str, mb: float, names: list[str], walls: dict[str, list[float]],
+           cpus: dict[str, list[float]]) -> None:
+    ours_wall, ours_cpu = statistics.median(walls[names[0]]), statistics.median(cpus[names[0]])
+    print(title)
+    print(f"{'':20} {'wall s':>7} {'MB/s':>7} {'CPU s':>7} {'wall vs ours':>13} "
+          f"{'CPU vs ours':>12}")
+    for name in names:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        print(f"{name[:20]:20} {wall:>7.2f} {mb / wall:>7.0f} {cpu:>7.2f} "
+              f"{wall / ours_wall:>13.2f} {cpu / ours_cpu:>12.2f}")
 
 
 def main() -> int:
@@ -80,29 +114,33 @@ def main() -> int:
         contenders.append((f"{name} {numbers[0] if numbers else ''}".strip(),
                            (path, "-d", "-c")))
 
-    walls: dict[str, list[float]] = {name: [] for name, _ in contenders}
-    cpus: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    names = [name for name, _ in contenders]
     expected = tar.stat().st_size
-    for run in range(args.runs):
-        shift = run % len(contenders)
-        for name, command in contenders[shift:] + contenders[:shift]:
-            wall, cpu, size = _decompress(gz, command, str(args.cache))
-            if size != expected:
-                raise SystemExit(f"{name} wrote {size} bytes, the tar has {expected}")
-            walls[name].append(wall)
-            cpus[name].append(cpu)
+    results: dict[str, tuple[dict[str, list[float]], dict[str, list[float]]]] = {}
+    sizes: set[int] = set()
+    for step, measure in (("inflate", _decompress), ("convert", _convert)):
+        walls: dict[str, list[float]] = {name: [] for name in names}
+        cpus: dict[str, list[float]] = {name: [] for name in names}
+        for run in range(args.runs):
+            shift = run % len(contenders)
+            for name, command in contenders[shift:] + contenders[:shift]:
+                wall, cpu, size = measure(gz, command, str(args.cache))
+                if step == "inflate" and size != expected:
+                    raise SystemExit(f"{name} wrote {size} bytes, the tar has {expected}")
+                if step == "convert":
+                    sizes.add(size)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        results[step] = (walls, cpus)
+    if len(sizes) != 1:
+        raise SystemExit(f"the blobs differ in size with the decompressor: {sizes}")
 
     mb = expected / 1e6
-    ours = contenders[0][0]
-    ours_wall, ours_cpu = statistics.median(walls[ours]), statistics.median(cpus[ours])
     print(f"input: {tar.name}, {mb:.1f} MB tar, gzip -6 {gz.stat().st_size / 1e6:.1f} MB; "
           f"{os.cpu_count()} CPUs; median of {args.runs} interleaved runs")
-    print(f"{'':34} {'wall s':>7} {'MB/s':>7} {'CPU s':>7} {'wall vs ours':>13} "
-          f"{'CPU vs ours':>12}")
-    for name, _ in contenders:
-        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
-        print(f"{name[:34]:34} {wall:>7.2f} {mb / wall:>7.0f} {cpu:>7.2f} "
-              f"{wall / ours_wall:>13.2f} {cpu / ours_cpu:>12.2f}")
+    _table("inflate into a temporary file:", mb, names, *results["inflate"])
+    _table("convert to eStargz (level 9, all CPUs), end to end:", mb, names,
+           *results["convert"])
     return 0
 
 

@@ -175,7 +175,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                          "prioritizing files reorders the tar and changes the diffID")
     from estargz.image.gziphelper import choose_gzip_helper
 
-    helper = choose_gzip_helper(args.estargz_gzip_helper)
+    helper = choose_gzip_helper(args.estargz_gzip_helper if args.estargz else None)
     options = _convert_options(args, helper.command)  # every flag checked before any work
     dst = normalize_name(args.dst)
     try:
