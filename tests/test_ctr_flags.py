@@ -38,22 +38,18 @@ LAYERS = [files_layer({"etc/one": b"1\n"}), files_layer({"etc/two": b"2\n"}),
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    layout = tmp_path / "layout"
-    write_oci_layout(layout, "v1", LAYERS)
-    write_oci_index(layout, "multi", {"linux/amd64": LAYERS[:2], "linux/arm64": LAYERS[2:]})
+    write_oci_layout(tmp_path / "one", "v1", LAYERS)
+    write_oci_index(tmp_path / "multi", "v1",
+                    {"linux/amd64": LAYERS[:2], "linux/arm64": LAYERS[2:]})
     cli = Cli.at(tmp_path)
-    cli("import", str(layout))
+    cli("import", str(tmp_path / "one"), "--name", "local/one:v1")
+    cli("import", str(tmp_path / "multi"), "--name", "local/multi:v1")
     return cli
-
-
-def _stored(cli: Cli, name: str) -> str:
-    return next(line.split()[2] for line in cli("ls").splitlines()[1:]
-                if line.split()[0] == name)
 
 
 def test_pull_prints_the_chain_id(cli: Cli, registry: RegistryServer, tmp_path: Path) -> None:
     ref = f"{registry.host}/{unique_repo('chainid')}:v1"
-    cli("push", ref, "v1")
+    cli("push", ref, "local/one:v1")
     fresh = Cli.at(tmp_path, "fresh")
     out = fresh("pull", "--print-chainid", "--max-concurrent-downloads", "1", ref).splitlines()
     chain = _sha(LAYERS[0])
@@ -65,19 +61,19 @@ def test_pull_prints_the_chain_id(cli: Cli, registry: RegistryServer, tmp_path: 
 
 def test_push_one_manifest_by_digest_or_platform(cli: Cli, registry: RegistryServer) -> None:
     repo = f"{registry.host}/{unique_repo('push-manifest')}"
-    index_digest = cli("push", f"{repo}:multi", "multi").split()[1]
+    index_digest = cli("push", f"{repo}:multi", "local/multi:v1").split()[1]
     with RegistryClient(registry.host) as client:
         index = json.loads(client.get_manifest(repo.split("/", 1)[1], index_digest)[0])
     arm = next(m for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
     out = cli("push", "--platform", "linux/arm64", "--max-concurrent-uploaded-layers", "1",
-              f"{repo}:arm", "multi")
+              f"{repo}:arm", "local/multi:v1")
     assert out.split()[1] == arm["digest"]
     out = cli("push", "--manifest", arm["digest"], f"{repo}:bydigest")
     assert out.split()[1] == arm["digest"]
     with RegistryClient(registry.host) as client:
         for tag in ("arm", "bydigest"):
             assert client.get_manifest(repo.split("/", 1)[1], tag)[2] == arm["digest"]
-    line = cli.fails("push", "--platform", "linux/s390x", f"{repo}:none", "multi")
+    line = cli.fails("push", "--platform", "linux/s390x", f"{repo}:none", "local/multi:v1")
     assert "matches 0 manifests" in line and "linux/amd64" in line
 
 
@@ -86,7 +82,7 @@ def test_refresh_token_and_http_dump(cli: Cli, token_registry: RegistryServer) -
     request and answer, credentials hidden."""
     assert token_registry.token_server is not None
     ref = f"{token_registry.host}/{unique_repo('refresh')}:v1"
-    proc = cli.run("push", "--refresh", "refresh-bob", "--http-dump", ref, "v1")
+    proc = cli.run("push", "--refresh", "refresh-bob", "--http-dump", ref, "local/one:v1")
     assert proc.returncode == 0, proc.stderr
     assert token_registry.token_server.requests[-1].method == "POST"
     assert token_registry.token_server.requests[-1].user == "bob"
@@ -94,7 +90,7 @@ def test_refresh_token_and_http_dump(cli: Cli, token_registry: RegistryServer) -
     assert "< 201 Created" in proc.stderr
     assert "authorization: <hidden>" in proc.stderr.lower()
     assert "refresh-bob" not in proc.stderr
-    line = cli.fails("push", "--refresh", "wrong-token", ref, "v1")
+    line = cli.fails("push", "--refresh", "wrong-token", ref, "local/one:v1")
     assert "401" in line
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 
@@ -23,6 +24,9 @@ def tls_context(ca_file: str = "", cert_file: str = "", key_file: str = ""
         return None
     if key_file and not cert_file:
         raise RegistryError(f"--tlskey {key_file} needs --tlscert: the certificate of that key")
+    for flag, path in (("--tlscacert", ca_file), ("--tlscert", cert_file), ("--tlskey", key_file)):
+        if path and not os.path.isfile(path):  # ssl's own error would not name the file
+            raise RegistryError(f"{flag} {path}: no such file or directory")
     context = httpx.create_ssl_context()
     try:
         if ca_file:
