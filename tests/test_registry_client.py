@@ -298,9 +298,9 @@ def test_unresolvable_host_fails_after_one_retry() -> None:
         "service not known): check the registry part of the reference (after 2 attempts)")
 
 
-def test_a_registry_that_answered_is_waited_for_when_it_restarts(
+def test_a_registry_reached_before_is_waited_for_when_it_restarts(
         registry_factory: Callable[[str], RegistryServer], repo: str) -> None:
-    """Refusals from a registry that answered before are a restart: every retry is spent."""
+    """Refusals from a registry reached before are a restart: every retry is spent."""
     server = registry_factory("open")
     with server.client(retries=6, backoff=0.1) as client:
         client.ping()

@@ -137,7 +137,7 @@ class Session:
         self.client = client
         self.auth = auth
         self.policy = policy
-        self._answered = False  # has the registry answered once? then refusals are transient
+        self._reached = False  # has a connection to the registry ever been made?
 
     def api_url(self, repo: str, *parts: str) -> httpx.URL:
         """``<base>/v2/<repo>/<parts...>``; the repository name is validated first."""
@@ -213,9 +213,11 @@ class Session:
                     request, stream=True, follow_redirects=method in _SAFE_METHODS
                 )
             except httpx.TransportError as exc:
-                # a host that never answered and refuses (or does not resolve): one retry at
-                # most; one that answered before is restarting, and gets every retry
-                if last or (attempt >= 1 and not self._answered and _refused(exc)):
+                if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    self._reached = True  # connected, then cut: the host is there
+                # a host never reached that refuses (or does not resolve): one retry at most;
+                # one reached before is restarting, and gets every retry
+                if last or (attempt >= 1 and not self._reached and _refused(exc)):
                     raise self._unavailable(method, url, exc, attempt + 1) from None
                 self.policy.sleep(attempt)
                 continue
@@ -227,7 +229,7 @@ class Session:
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise RegistryError(f"{method} {display_url(url)}: {exc}", method=method,
                                     url=str(url)) from None
-            self._answered = True
+            self._reached = True
             status = response.status_code
             if status in ok:
                 if out is None:
