@@ -111,7 +111,7 @@ def test_garbage_footer(good: tuple[bytes, BuildResult]) -> None:
     blob, _ = good
     with pytest.raises(InvalidFooter) as exc:
         open_blob(blob[:-51] + b"G" * 51)
-    assert str(exc.value).count("not a gzip member") == 3
+    assert str(exc.value).count("not a gzip member") == 1  # three shapes, one reason: said once
 
 
 class Flipped:
@@ -206,7 +206,7 @@ def test_flipped_byte_through_cli_verify(
         assert main(["layer", "verify", str(path), *extra]) == 1
         out, err = capsys.readouterr()
         assert out == ""
-        assert err == f"estargz: error: ChunkDigestMismatch: {exc}\n"
+        assert err == f"estargz: error: {exc}\n"
         assert "'a/file': chunk at file offset" in err
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from clikit import assert_clear_error
 from estargz.cli.main import main
 from estargz.format import open_blob, parse_toc_blob
 
@@ -66,10 +67,9 @@ def convert(capsys: pytest.CaptureFixture[str], src: Path, dst: Path,
     return summary
 
 
-def assert_one_line_error(err: str, prefix: str) -> None:
-    assert err.startswith(f"estargz: error: {prefix}"), err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
+def assert_one_line_error(err: str, text: str) -> None:
+    """One clear line (see clikit.assert_clear_error) that says ``text``."""
+    assert text in assert_clear_error(err), err
 
 
 # --- convert ------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_convert_missing_prioritized(capsys: pytest.CaptureFixture[str], layer: 
     code, stdout, err = run(capsys, "layer", "convert", "--prioritized-files", str(listing),
                             str(layer), str(out))
     assert code == 1 and stdout == ""
-    assert_one_line_error(err, "BuildError: prioritized file 'not/there' is not in the input")
+    assert_one_line_error(err, "prioritized file 'not/there' is not in the input")
     assert not out.exists()
     summary = convert(capsys, layer, out, "--prioritized-files", str(listing),
                       "--allow-missing-prioritized")
@@ -152,7 +152,7 @@ def test_external_toc(capsys: pytest.CaptureFixture[str], layer: Path, tmp_path:
     assert code == 0 and stdout.encode() == toc_json + b"\n"
     code, _, err = run(capsys, "layer", "verify", str(out))
     assert code == 1
-    assert_one_line_error(err, "InvalidTOC: this blob keeps its TOC outside")
+    assert_one_line_error(err, "this blob keeps its TOC outside")
 
 
 def test_keep_diff_id(capsys: pytest.CaptureFixture[str], layer: Path, tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_keep_diff_id_without_external_toc(capsys: pytest.CaptureFixture[str], l
     out = tmp_path / "layer.esgz"
     code, stdout, err = run(capsys, "layer", "convert", "--keep-diff-id", str(layer), str(out))
     assert code == 1 and stdout == ""
-    assert_one_line_error(err, "BuildError: keep-diff-id needs an external TOC")
+    assert_one_line_error(err, "keep-diff-id needs an external TOC")
     assert sorted(os.listdir(tmp_path)) == ["layer.tar"]
 
 
@@ -183,7 +183,7 @@ def test_failed_convert_leaves_no_output(capsys: pytest.CaptureFixture[str], tmp
     out = tmp_path / "out.esgz"
     code, stdout, err = run(capsys, "layer", "convert", str(src), str(out))
     assert code == 1 and stdout == ""
-    assert_one_line_error(err, "InvalidTar: ")
+    assert_one_line_error(err, "bad.tar: ")
     assert sorted(os.listdir(tmp_path)) == ["bad.tar"]
     out.write_bytes(b"previous")  # an existing output survives a failed run untouched
     toc = tmp_path / "toc.tgz"
@@ -245,7 +245,7 @@ def test_verify_wrong_digest(capsys: pytest.CaptureFixture[str], blob: tuple[Pat
     wrong = "sha256:" + "0" * 64
     code, stdout, err = run(capsys, "layer", "verify", str(path), "--toc-digest", wrong)
     assert code == 1 and stdout == ""
-    assert_one_line_error(err, f"TOCDigestMismatch: TOC digest is {digest}, expected {wrong}")
+    assert_one_line_error(err, f"TOC digest is {digest}, expected {wrong}")
 
 
 def test_toc_prints_json(capsys: pytest.CaptureFixture[str], blob: tuple[Path, str]) -> None:
@@ -279,7 +279,7 @@ def test_extract_absolute_names(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     convert(capsys, src, out)
     code, _, err = run(capsys, "layer", "extract", str(out), str(tmp_path / "d1"))
     assert code == 1
-    assert_one_line_error(err, "UnsafePath: entry '/abs/file' is absolute")
+    assert_one_line_error(err, "entry '/abs/file' is absolute")
     assert not (tmp_path / "d1").exists()
     code, _, err = run(capsys, "layer", "extract", "--strip-leading-slash", str(out),
                        str(tmp_path / "d2"))
@@ -290,12 +290,13 @@ def test_extract_absolute_names(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 @pytest.mark.parametrize(
     ("argv", "prefix"),
     [
-        (["layer", "verify", "{tmp}/missing.esgz"], "FileNotFoundError: "),
-        (["layer", "toc", "{tmp}/garbage"], "InvalidFooter: no eStargz footer"),
-        (["layer", "extract", "{tmp}/garbage", "{tmp}/out"], "InvalidFooter: "),
-        (["layer", "convert", "{tmp}/missing.tar", "{tmp}/out.esgz"], "FileNotFoundError: "),
+        (["layer", "verify", "{tmp}/missing.esgz"], "missing.esgz: no such file or directory"),
+        (["layer", "toc", "{tmp}/garbage"], "garbage: not an eStargz layer: no eStargz footer"),
+        (["layer", "extract", "{tmp}/garbage", "{tmp}/out"], "layer convert` makes one"),
+        (["layer", "convert", "{tmp}/missing.tar", "{tmp}/out.esgz"],
+         "missing.tar: no such file or directory"),
         (["layer", "verify", "{tmp}/garbage", "--external-toc", "{tmp}/missing"],
-         "FileNotFoundError: "),
+         "missing: no such file or directory"),
     ],
     ids=["verify-missing", "toc-garbage", "extract-garbage", "convert-missing", "toc-missing"],
 )
@@ -313,7 +314,7 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path:
     code, _, err = run(capsys, "--debug", "layer", "verify", str(tmp_path / "garbage"))
     assert code == 1
     assert "Traceback" in err
-    assert err.endswith("\n") and err.splitlines()[-1].startswith("estargz: error: InvalidFooter")
+    assert err.endswith("\n") and err.splitlines()[-1].startswith("estargz: error: ")
 
 
 def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -370,12 +371,12 @@ def test_script_errors(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert_one_line_error(proc.stderr, "InvalidTar: ")
+    assert_one_line_error(proc.stderr, f"{bad}: ")
     assert sorted(os.listdir(tmp_path)) == ["bad.tar"]
     piped = subprocess.run([script(), "layer", "convert", "-", "-"], input=b"junk" * 1000,
                            capture_output=True, check=False, timeout=60)
     assert piped.returncode == 1 and piped.stdout == b""
-    assert_one_line_error(piped.stderr.decode(), "InvalidTar: ")
+    assert_one_line_error(piped.stderr.decode(), "standard input: ")
 
 
 def test_script_version() -> None:
@@ -387,12 +388,12 @@ def test_script_version() -> None:
 @pytest.mark.parametrize(
     ("argv", "prefix"),
     [
-        (["i", "pull", "BAD::REF"], "InvalidReference: "),
-        (["i", "push", "Upper/case:tag"], "InvalidReference: "),
+        (["i", "pull", "BAD::REF"], "invalid image reference"),
+        (["i", "push", "Upper/case:tag"], "invalid image reference"),
         (["i", "rpull", "127.0.0.1:1/a:b", "--platform", "linux"],
-         "InvalidPlatform: "),
+         "is not os/arch[/variant]"),
         (["i", "pull", "--platform", "nope", "127.0.0.1:1/a:b"],
-         "InvalidPlatform: "),
+         "is not os/arch[/variant]"),
     ],
 )
 def test_bad_image_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -96,10 +96,10 @@ def _causes(exc: pytest.ExceptionInfo[InvalidFooter]) -> list[str]:
     return text[text.index("(") + 1 : -1].split("; ")
 
 
-def test_garbage_lists_a_cause_per_shape() -> None:
+def test_garbage_says_the_one_cause_of_every_shape_once() -> None:
     with pytest.raises(InvalidFooter) as exc:
         parse_footer(b"\x00" * 51)
-    assert _causes(exc) == ["not a gzip member"] * 3
+    assert _causes(exc) == ["not a gzip member"]
 
 
 @pytest.mark.parametrize("length", [0, 1, 30, 45])
@@ -153,7 +153,7 @@ def test_each_broken_field_is_named(tail: bytes, cause: str) -> None:
     with pytest.raises(InvalidFooter) as exc:
         parse_footer(tail)
     causes = _causes(exc)
-    assert len(causes) == 3
+    assert 2 <= len(causes) <= 3 and len(set(causes)) == len(causes)  # each reason once
     assert any(c.startswith(cause) for c in causes), causes
 
 

@@ -101,7 +101,7 @@ def test_wrong_credentials_fail_with_one_line(cli: Estargz, basic_registry: Regi
 
     for creds in ([], ["--user", f"{user}:wrong-{password}"], ["--user", f"nobody:{password}"]):
         line = cli.fails("pull", *creds, ref)
-        assert "authentication" in line.lower(), line
+        assert "401" in line and "credentials" in line, line
     assert not cli.root.exists() or cli.names() == []
 
     cli("pull", "--user", f"{user}:{password}", ref)  # the image is there for the right user
@@ -109,7 +109,7 @@ def test_wrong_credentials_fail_with_one_line(cli: Estargz, basic_registry: Regi
     before = cli.snapshot()
     other = f"{basic_registry.host}/{unique_repo('auth-push')}:v1"
     line = cli.fails("push", "--user", f"{user}:wrong", other, ref)
-    assert "authentication" in line.lower(), line
+    assert "401" in line and "credentials" in line, line
     assert cli.snapshot() == before
     repo = other.split("/", 1)[1].rsplit(":", 1)[0]
     with RegistryClient(basic_registry.host, credentials=(user, password)) as client:

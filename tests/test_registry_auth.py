@@ -214,7 +214,7 @@ def test_token_server_down(registry_factory: Callable[[str], RegistryServer], re
     assert server.token_server is not None
     server.token_server.close()
     with server.client(retries=1) as client, pytest.raises(
-        RegistryUnavailable, match=r"GET 127\.0\.0\.1:\d+/token: cannot connect"
+        RegistryUnavailable, match=r"GET 127\.0\.0\.1:\d+/token: connection refused"
     ):
         client.blob_size(repo, DIGEST)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import socket
+import threading
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from estargz.digest import DigestMismatch, sha256_digest
@@ -260,10 +263,52 @@ def test_read_ranges_and_blob_source(registry: RegistryServer, repo: str,
 
 
 def test_unreachable_registry(tmp_path: pathlib.Path) -> None:
+    """Nothing listens: one retry, not five, and the reason in words."""
     host = f"127.0.0.1:{free_port()}"
-    with RegistryClient(host, retries=2, backoff=0.01) as client:
-        with pytest.raises(RegistryUnavailable, match=r"cannot connect.*after 3 attempts") as info:
+    with RegistryClient(host, retries=5, backoff=0.01) as client:
+        with pytest.raises(RegistryUnavailable, match=r"connection refused.*after 2 attempts"
+                           ) as info:
             client.get_manifest("a/b", "latest")
         assert info.value.status is None and info.value.method == "GET"
-        with pytest.raises(RegistryUnavailable, match="cannot connect"):
+        assert str(info.value).startswith(f"GET {host}/v2/a/b/manifests/latest: ")
+        assert "Errno" not in str(info.value)
+        with pytest.raises(RegistryUnavailable, match="connection refused"):
             client.push_blob("a/b", BLOB_DIGEST, len(BLOB), BLOB)
+
+
+def test_unresolvable_host_fails_after_one_retry() -> None:
+    """A name that does not resolve (the resolver's error, raised where httpx raises it, so
+    that no DNS query leaves the machine) is said in words, after one retry."""
+    calls: list[str] = []
+
+    class NoSuchHost(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            calls.append(str(request.url))
+            try:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            except socket.gaierror as exc:
+                raise httpx.ConnectError(str(exc), request=request) from exc
+
+    with RegistryClient("registry.invalid", transport=NoSuchHost(), retries=5,
+                        backoff=0.01) as client, pytest.raises(RegistryUnavailable) as info:
+        client.get_manifest("a/b", "latest")
+    assert len(calls) == 2
+    assert str(info.value) == (
+        "GET registry.invalid/v2/a/b/manifests/latest: the host name does not resolve (Name or "
+        "service not known): check the registry part of the reference (after 2 attempts)")
+
+
+def test_a_registry_reached_before_is_waited_for_when_it_restarts(
+        registry_factory: Callable[[str], RegistryServer], repo: str) -> None:
+    """Refusals from a registry reached before are a restart: every retry is spent."""
+    server = registry_factory("open")
+    with server.client(retries=6, backoff=0.1) as client:
+        client.ping()
+        server.kill()
+        comeback = threading.Timer(0.5, server.start)
+        comeback.start()
+        try:
+            with pytest.raises(RegistryNotFound):  # the restarted registry's answer
+                client.get_manifest(repo, "latest")
+        finally:
+            comeback.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from estargz.store import ImageStore
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from estargz.reference import Reference
     from estargz.registry import RegistryClient
 
-__all__ = ["open_store", "registry_client"]
+__all__ = ["open_store", "registry_client", "tls_files"]
 
 
 def open_store(args: argparse.Namespace) -> ImageStore:
@@ -21,12 +22,22 @@ def open_store(args: argparse.Namespace) -> ImageStore:
 
 
 def registry_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
-    """The client ``--plain-http``, ``--skip-verify`` and ``--user`` ask for (the HTTP stack is
-    imported here, not by the store commands)."""
+    """The client the registry flags ask for (``--plain-http``, ``--skip-verify``, ``--user``,
+    ``--refresh``, the TLS files, ``--http-dump``); the HTTP stack is imported here, not by
+    the store commands."""
     from estargz.registry import RegistryClient
 
     return RegistryClient.for_user(
         ref.registry, plain_http=bool(getattr(args, "plain_http", False)),
         skip_verify=bool(getattr(args, "skip_verify", False)),
-        user=getattr(args, "user", None) or "",
+        user=getattr(args, "user", None) or "", refresh=getattr(args, "refresh", None) or "",
+        tls_files=tls_files(args),
+        dump=(lambda text: print(text, file=sys.stderr)) if getattr(args, "http_dump", False)
+        else None,
     )
+
+
+def tls_files(args: argparse.Namespace) -> tuple[str, str, str]:
+    """``--tlscacert``, ``--tlscert``, ``--tlskey`` ("" where not given)."""
+    return tuple(getattr(args, name, None) or "" for name in  # type: ignore[return-value]
+                 ("tlscacert", "tlscert", "tlskey"))

@@ -1,4 +1,4 @@
-"""``estargz i``: ctr-remote's image verbs (pull, convert, push, get-toc-digest) and the store's.
+"""``estargz i``: ctr-remote's image verbs (pull, convert, push) and the store's (ls, rm, tag, ...).
 
 Verbs and flags are spelled as in ``ctr-remote``, so its documented command lines run with
 ``ctr-remote`` replaced by ``estargz``. Images live in the embedded store (``--root``); a
@@ -17,22 +17,20 @@ import orjson
 
 from estargz.cli.common import open_store, registry_client
 from estargz.cli.output import emit_json
-from estargz.errors import BuildError, ImageNotFound, InvalidTOC, RegistryError
-from estargz.image.model import Descriptor, Index, Manifest, Platform, parse_document
-from estargz.image.tocimage import find_toc_layer, toc_image_name
+from estargz.errors import BuildError, ImageNotFound
+from estargz.image.config import chain_id, diff_ids
+from estargz.image.model import Descriptor, Index, Manifest, Platform, loads, parse_document
+from estargz.image.tocimage import toc_image_name
 from estargz.reference import Reference
 from estargz.store.layout import ImageStore
 from estargz.store.names import normalize_name
 
 if TYPE_CHECKING:  # (the libraries of one command are imported when it runs)
-    from estargz.format import BlobSource
     from estargz.image.convert import ConvertOptions
-    from estargz.image.inspect import LayerInspection
-    from estargz.registry import RegistryClient
 
-__all__: list[str] = []
+__all__ = ["SOURCE_META"]
 
-_SOURCE_META = "converted-from"
+SOURCE_META = "converted-from"
 
 
 # --- shared plumbing ------------------------------------------------------------------------
@@ -57,7 +55,7 @@ def _pull(args: argparse.Namespace, store: ImageStore, ref_text: str, rep: Any) 
         return pull_image(
             client, store, ref, name=normalize_name(ref_text),
             platforms=platforms, all_platforms=bool(getattr(args, "all_platforms", False)),
-            progress=rep.transfer(),
+            progress=rep.transfer(), workers=getattr(args, "max_concurrent_downloads", 0) or 4,
         )
 
 
@@ -76,7 +74,53 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     with reporter(args) as rep:
         top = _pull(args, store, args.ref, rep)
     print(f"{normalize_name(args.ref)} {top.digest}")
+    if args.print_chainid:
+        for desc, manifest in _stored_manifests(store, top):
+            ids = diff_ids(store.read_blob(manifest.config.digest))
+            where = f" ({desc.platform})" if desc.platform else ""
+            print(f"image chain ID{where}: {chain_id(ids)}")
     return 0
+
+
+def _stored_manifests(store: ImageStore, top: Descriptor) -> list[tuple[Descriptor, Manifest]]:
+    """The manifests of a stored image that the store holds (an index: the pulled ones)."""
+    doc = parse_document(store.read_blob(top.digest), top.media_type, top.digest)
+    if isinstance(doc, Manifest):
+        return [(top, doc)]
+    out = []
+    for child in doc.manifests:
+        if store.has_blob(child.digest):
+            sub = parse_document(store.read_blob(child.digest), child.media_type, child.digest)
+            if isinstance(sub, Manifest):
+                out.append((child, sub))
+    return out
+
+
+def _push_target(args: argparse.Namespace, store: ImageStore) -> Descriptor:
+    """What ``push`` sends: LOCAL's image, the store's ``--manifest``, or with ``--platform``
+    the one manifest of that platform in LOCAL's index."""
+    if args.manifest:
+        digest = args.manifest if ":" in args.manifest else f"sha256:{args.manifest}"
+        if not store.has_blob(digest):
+            raise ImageNotFound(f"--manifest {digest} is not in the store")
+        data = store.read_blob(digest)
+        media_type = args.manifest_type or str(loads(data, digest).get("mediaType") or "")
+        if not media_type:
+            raise BuildError(f"--manifest {digest} names no mediaType: give --manifest-type")
+        top = Descriptor(media_type, digest, len(data))
+    else:
+        _, top = _lookup(store, args.local or args.remote)
+    if not args.platform:
+        return top
+    wants = _platforms(args)
+    chosen = [d for d, _ in _stored_manifests(store, top)
+              if d.platform and any(w.matches(d.platform) for w in wants)]
+    if len(chosen) != 1:
+        have = ", ".join(str(d.platform) for d, _ in _stored_manifests(store, top)
+                         if d.platform) or "no platforms"
+        raise BuildError(f"--platform {', '.join(args.platform)} matches {len(chosen)} manifests "
+                         f"of the image (it has {have}): name exactly one platform")
+    return chosen[0]
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -84,10 +128,11 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     remote = Reference.parse(args.remote)
-    _, top = _lookup(store, args.local or args.remote)
+    top = _push_target(args, store)
     with reporter(args) as rep, registry_client(args, remote) as client:
         rep.message(f"pushing {remote}")
-        digest = push_image(client, store, top, remote, progress=rep.transfer())
+        digest = push_image(client, store, top, remote, progress=rep.transfer(),
+                            workers=args.max_concurrent_uploaded_layers or 4)
     print(f"{remote} {digest}")
     return 0
 
@@ -95,7 +140,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 # --- convert --------------------------------------------------------------------------------
 
 
-def _convert_options(args: argparse.Namespace) -> ConvertOptions:
+def _convert_options(args: argparse.Namespace, gunzip: tuple[str, ...] | None
+                     ) -> ConvertOptions:
     from estargz.image.convert import ConvertOptions, read_record_in
 
     # the record file is read only once the flags are known to fit together
@@ -112,6 +158,8 @@ def _convert_options(args: argparse.Namespace) -> ConvertOptions:
         record_in=record,
         platforms=_platforms(args),
         all_platforms=args.all_platforms,
+        workers=args.estargz_parallelism or None,
+        gunzip=gunzip,
     )
     options.check()
     if args.estargz_record_in:
@@ -125,7 +173,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.estargz_keep_diff_id and args.estargz_record_in:
         raise BuildError("--estargz-keep-diff-id cannot be combined with --estargz-record-in: "
                          "prioritizing files reorders the tar and changes the diffID")
-    options = _convert_options(args)  # every flag checked before any work
+    from estargz.image.gziphelper import choose_gzip_helper
+
+    helper = choose_gzip_helper(args.estargz_gzip_helper if args.estargz else None)
+    options = _convert_options(args, helper.command)  # every flag checked before any work
     dst = normalize_name(args.dst)
     try:
         toc_name = toc_image_name(dst) if options.external_toc else None
@@ -134,6 +185,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                          f"image after the tag of DST (DST-esgztoc): give DST a tag") from None
     store = open_store(args)
     with reporter(args) as rep:
+        if helper.note:
+            rep.message(f"note: {helper.note}")
         try:
             src_key, source = _lookup(store, args.src)
         except ImageNotFound:
@@ -145,7 +198,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             for layer in result.layers:
                 if layer.result.digest != layer.source.digest:
                     meta = {"digest": layer.source.digest, "size": layer.source.size}
-                    store.put_meta(layer.result.digest, _SOURCE_META, orjson.dumps(meta))
+                    store.put_meta(layer.result.digest, SOURCE_META, orjson.dumps(meta))
                 for missed in layer.missed_prioritized:
                     rep.message(f"warning: recorded file {missed!r} is not in the layer")
             names = {dst: result.image}
@@ -255,170 +308,3 @@ def _cmd_export(args: argparse.Namespace) -> int:
         export_docker_archive(store, names, out)
     print(out)
     return 0
-
-
-# --- TOC digest and inspect -----------------------------------------------------------------
-
-
-class _ImageView:
-    """An image's documents and blobs, from the store when there, else from its registry."""
-
-    def __init__(self, args: argparse.Namespace, name: str) -> None:
-        self.args = args
-        self.store = open_store(args)
-        self.name = normalize_name(name)
-        self.ref = Reference.parse(self.name)
-        self._client: RegistryClient | None = None
-        try:
-            self.top = self.store.get_image(self.name)
-            self.local = True
-        except ImageNotFound:
-            data, media_type, digest = self.client.get_manifest(self.ref.repository,
-                                                                self.ref.manifest_ref)
-            self.top = Descriptor(media_type, digest, len(data))
-            self._docs = {digest: data}
-            self.local = False
-
-    @property
-    def client(self) -> RegistryClient:
-        if self._client is None:
-            self._client = registry_client(self.args, self.ref)
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-    def document(self, desc: Descriptor) -> bytes:
-        if self.store.has_blob(desc.digest):
-            return self.store.read_blob(desc.digest)
-        if not self.local and desc.digest in self._docs:
-            return self._docs[desc.digest]
-        if desc.media_type.endswith("json") and desc.size <= 4 << 20:
-            data, _, _ = self.client.get_manifest(self.ref.repository, desc.digest)
-            return data
-        return self.client.get_blob(self.ref.repository, desc.digest)
-
-    def manifests(self) -> list[tuple[Descriptor, Manifest]]:
-        doc = parse_document(self.document(self.top), self.top.media_type, self.name)
-        if isinstance(doc, Manifest):
-            return [(self.top, doc)]
-        out = []
-        for child in doc.manifests:
-            if self.local and not self.store.has_blob(child.digest):
-                continue  # a platform that was not pulled
-            sub = parse_document(self.document(child), child.media_type, child.digest)
-            if isinstance(sub, Manifest):
-                out.append((child, sub))
-        return out
-
-    def blob(self, desc: Descriptor) -> BlobSource:
-        if self.store.has_blob(desc.digest):
-            return self.store.blob_source(desc.digest)
-        return self.client.blob(self.ref.repository, desc.digest, desc.size)
-
-    def toc_blob(self, layer_digest: str) -> bytes | None:
-        """The external TOC of a layer, from ``<name>-esgztoc`` (store, then registry)."""
-        try:
-            toc_name = toc_image_name(self.name)
-        except ValueError:
-            return None
-        try:
-            top = self.store.get_image(toc_name)
-            manifest = self.store.read_blob(top.digest)
-            source = "store"
-        except ImageNotFound:
-            toc_ref = Reference.parse(toc_name)
-            try:
-                manifest, _, _ = self.client.get_manifest(toc_ref.repository, toc_ref.manifest_ref)
-            except RegistryError:  # no TOC image: the caller reports the layer as not lazy
-                return None
-            source = "registry"
-        layer = find_toc_layer(manifest, layer_digest)
-        if layer is None:
-            return None
-        if source == "store" and self.store.has_blob(layer.digest):
-            return self.store.read_blob(layer.digest)
-        return self.client.get_blob(Reference.parse(toc_name).repository, layer.digest)
-
-
-def _find_layer(view: _ImageView, digest: str) -> Descriptor:
-    for _, manifest in view.manifests():
-        for layer in manifest.layers:
-            short = digest.removeprefix("sha256:")
-            if layer.digest == digest or (len(short) >= 12 and layer.digest[7:].startswith(short)):
-                return layer
-    raise ImageNotFound(f"{view.name} has no layer {digest}")
-
-
-def _cmd_get_toc_digest(args: argparse.Namespace) -> int:
-    from estargz.format import open_blob
-
-    view = _ImageView(args, args.ref)
-    try:
-        layer = _find_layer(view, args.layer)
-        source = view.blob(layer)
-        try:
-            blob = open_blob(source)
-        except InvalidTOC as exc:
-            if not exc.needs_external_toc:
-                raise
-            toc = view.toc_blob(layer.digest)
-            if toc is None:
-                raise
-            blob = open_blob(source, external_toc=toc)
-        if args.dump_toc:
-            sys.stdout.buffer.write(orjson.dumps(orjson.loads(blob.toc_json),
-                                                 option=orjson.OPT_INDENT_2) + b"\n")
-        else:
-            print(blob.toc_digest)
-    finally:
-        view.close()
-    return 0
-
-
-def _inspect_rows(view: _ImageView) -> list[dict[str, Any]]:
-    from estargz.image.inspect import inspect_layer
-
-    rows = []
-    for desc, manifest in view.manifests():
-        for i, layer in enumerate(manifest.layers):
-            meta = view.store.get_meta(layer.digest, _SOURCE_META)
-            source_size = orjson.loads(meta)["size"] if meta else None
-            info: LayerInspection = inspect_layer(view.blob(layer), layer, source_size=source_size)
-            if info.footer == "external":
-                toc = view.toc_blob(layer.digest)
-                if toc is not None:
-                    info = inspect_layer(view.blob(layer), layer, toc_blob=toc,
-                                         source_size=source_size)
-            row = info.to_dict()
-            row["platform"] = str(desc.platform) if desc.platform else ""
-            row["index"] = i
-            rows.append(row)
-    return rows
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    view = _ImageView(args, args.ref)
-    try:
-        rows = _inspect_rows(view)
-    finally:
-        view.close()
-    if args.json:
-        emit_json({"name": view.name, "digest": view.top.digest, "layers": rows})
-        return 0
-    print(f"{view.name} {view.top.digest} ({'store' if view.local else 'registry'})")
-    for r in rows:
-        overhead = f"{r['overhead']:+.1%}" if r["overhead"] is not None else "-"
-        verdict = "lazy" if r["estargz"] else f"NOT lazy: {r['reason']}"
-        print(f"  [{r['platform'] or '-'} #{r['index']}] {r['digest'][:19]} {r['size']:>10} B  "
-              f"{verdict}")
-        if r["estargz"]:
-            print(f"      TOC {r['toc_digest']}  {r['entries']} entries, {r['files']} files, "
-                  f"prefetch {r['prefetch_size']} B, footer {r['footer']}, "
-                  f"innerOffset {'yes' if r['inner_offset'] else 'no'}, "
-                  f"overhead vs source gzip {overhead}")
-    return 0
-
-
-# --- parser ---------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 from estargz.cli.output import atomic_output, emit_json, say
+from estargz.errors import InvalidFooter, InvalidTar, InvalidTOC
 from estargz.format import BlobReader, BuildOptions, build, extract, open_blob
 
 __all__: list[str] = []
@@ -15,6 +17,12 @@ __all__: list[str] = []
 def _read_list(path: str) -> list[str]:
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [line.rstrip("\r") for line in lines if line.strip()]
+
+
+def _not_a_directory(path: str) -> None:
+    """A directory given as a file fails here, named (reading it would fail without a name)."""
+    if path != "-" and Path(path).is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -31,9 +39,14 @@ def _convert(args: argparse.Namespace) -> int:
         engine=args.engine,
     )
     options.check()  # refuse bad combinations before touching the output
+    _not_a_directory(args.input)
     src = sys.stdin.buffer if args.input == "-" else args.input
     with atomic_output(args.output) as dst:
-        result = build(src, dst, options)
+        try:
+            result = build(src, dst, options)
+        except InvalidTar as exc:
+            raise InvalidTar(f"{'standard input' if args.input == '-' else args.input}: {exc}"
+                             ) from exc
         if args.external_toc is not None:
             assert result.toc_blob is not None
             with atomic_output(args.external_toc) as toc_out:
@@ -52,7 +65,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _open(args: argparse.Namespace) -> BlobReader:
     external = Path(args.external_toc).read_bytes() if args.external_toc else None
-    blob = open_blob(args.blob, external_toc=external)
+    _not_a_directory(args.blob)
+    try:
+        blob = open_blob(args.blob, external_toc=external)
+    except InvalidFooter as exc:
+        raise InvalidFooter(f"{args.blob}: not an eStargz layer: {exc}; `estargz layer "
+                            "convert` makes one from a tar or tar.gz") from exc
+    except InvalidTOC as exc:
+        raise InvalidTOC(f"{args.blob}: {exc}",
+                         needs_external_toc=exc.needs_external_toc) from exc
     digest = getattr(args, "toc_digest", None)
     return blob.verify_toc(digest) if digest else blob.skip_verify()
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from estargz.cli.common import open_store, registry_client
+from estargz.cli.common import open_store, registry_client, tls_files
 from estargz.cli.output import emit_json
 from estargz.image.model import Platform
 from estargz.lazy.mount import list_mounts, rpull, umount
@@ -24,6 +24,7 @@ def _cmd_rpull(args: argparse.Namespace) -> int:
             store, client, ref, mountpoint=args.mount, toc_image=args.toc_image,
             platform=platform, upper=args.upper, background_fetch=not args.no_background_fetch,
             plain_http=args.plain_http, skip_verify=args.skip_verify, user=args.user or "",
+            refresh=args.refresh or "", tls_files=tls_files(args),
             min_request=args.min_request, read_timeout=args.read_timeout,
             cache_bytes=args.cache_size,
             say=lambda m: None if args.quiet else print(m, file=sys.stderr),

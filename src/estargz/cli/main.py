@@ -7,6 +7,7 @@ as quick as a compiled tool. Everything else is imported only once it is needed.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import NoReturn
 
-__all__ = ["build_parser", "console", "main", "run"]
+__all__ = ["build_parser", "console", "describe", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,23 +29,45 @@ def run(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = 
     """Run one command in this process (``parser``: one built earlier, to save the time)."""
     import traceback
 
+    from estargz.cli.compat import report_inapplicable
     from estargz.errors import EstargzError
 
     args = (parser or build_parser()).parse_args(argv)
+    report_inapplicable(args)
     try:
         code: int = args.func(args)
         return code
     except (EstargzError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
-        what = type(exc).__name__
-        print(f"estargz: error: {what}: {exc}", file=sys.stderr)
+        print(f"estargz: error: {describe(exc)}", file=sys.stderr)
         _collect(args)
         return 1
     except KeyboardInterrupt:
         print("estargz: interrupted", file=sys.stderr)
         _collect(args)
         return 130
+
+
+def describe(exc: BaseException) -> str:
+    """The error as a person reads it: what went wrong and with which file, without Python's
+    class names or errno numbers (``--debug`` prints the traceback with them)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror[:1].lower() + exc.strerror[1:]
+        hint = _OS_HINTS.get(exc.errno or 0, "")
+        names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+        if names:
+            return f"{' -> '.join(names)}: {what}{hint}"
+        return f"{what}{hint}"
+    return str(exc) or type(exc).__doc__ or "failed"
+
+
+_OS_HINTS = {
+    errno.EPERM: " (run as a user allowed to do this)",
+    errno.EACCES: " (run as a user allowed to do this, or choose another path)",
+    errno.EISDIR: " (give a file)",
+    errno.ENOSPC: " (free some space, or choose another --root)",
+}
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -63,7 +86,7 @@ def _collect(args: argparse.Namespace) -> None:
     try:
         store.collect_if_idle()
     except (EstargzError, OSError) as exc:  # the command's own error was said already
-        print(f"estargz: store not cleaned up: {exc}", file=sys.stderr)
+        print(f"estargz: store not cleaned up: {describe(exc)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

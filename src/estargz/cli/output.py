@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,5 +34,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
         sys.stdout.buffer.flush()
         return
     dest = Path(path).absolute()
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory to write into", str(dest.parent))
     with atomic_file(dest, tmpdir=dest.parent) as f:
         yield f

@@ -11,8 +11,10 @@ import argparse
 import importlib
 
 from estargz import __version__
-from estargz.cli.units import parse_seconds, parse_size
+from estargz.cli.compat import add_inapplicable
+from estargz.cli.units import parse_count, parse_seconds, parse_size
 from estargz.format.compression import available_engines
+from estargz.image.gziphelper import GZIP_HELPERS
 from estargz.lazy.spec import CACHE_BYTES, MIN_REQUEST, READ_TIMEOUT
 
 TYPE_CHECKING = False
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", metavar="DIR",
                         help="image store directory (default: $ESTARGZ_ROOT, /var/lib/estargz "
                         "as root, ~/.local/share/estargz otherwise)")
+    add_inapplicable(parser, "")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_layer_commands(sub)
     add_image_commands(sub)
@@ -59,6 +62,13 @@ def add_registry_flags(p: argparse.ArgumentParser) -> None:
                    action="store_true", help="do not verify the registry's TLS certificate")
     p.add_argument("--user", "-u", metavar="USER[:PASSWORD]",
                    help="registry credentials (default: ~/.docker/config.json)")
+    p.add_argument("--refresh", metavar="TOKEN",
+                   help="OAuth2 refresh token for the registry's token service")
+    p.add_argument("--tlscacert", metavar="FILE", help="CA certificates to trust (PEM)")
+    p.add_argument("--tlscert", metavar="FILE", help="TLS client certificate (PEM)")
+    p.add_argument("--tlskey", metavar="FILE", help="key of the TLS client certificate (PEM)")
+    p.add_argument("--http-dump", action="store_true",
+                   help="print every registry request and response (headers) on stderr")
 
 
 def _platform_flags(p: argparse.ArgumentParser) -> None:
@@ -126,11 +136,25 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = command("pull", "fetch an image from a registry into the store")
     add_registry_flags(p)
     _platform_flags(p)
+    p.add_argument("--print-chainid", action="store_true",
+                   help="also print the chain ID of each pulled manifest's layers")
+    p.add_argument("--max-concurrent-downloads", type=parse_count, default=0, metavar="N",
+                   help="blobs fetched at once (default: 4)")
+    add_inapplicable(p, "pull")
     p.add_argument("ref", metavar="REF")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_pull"), collect_on_failure=True)
 
     p = command("push", "push an image from the store to a registry")
     add_registry_flags(p)
+    p.add_argument("--platform", action="append", metavar="P",
+                   help="push only this platform's manifest of an index")
+    p.add_argument("--manifest", metavar="DIGEST",
+                   help="push this manifest or index of the store instead of LOCAL's")
+    p.add_argument("--manifest-type", metavar="TYPE", default="",
+                   help="media type of --manifest (default: read from the document)")
+    p.add_argument("--max-concurrent-uploaded-layers", type=parse_count, default=0,
+                   metavar="N", help="blobs uploaded at once (default: 4)")
+    add_inapplicable(p, "push")
     p.add_argument("remote", metavar="REF")
     p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_push"))
@@ -145,10 +169,17 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="prioritized files per layer, from `optimize --record-out`")
     p.add_argument("--estargz-compression-level", type=int, default=9, metavar="L",
                    choices=range(1, 10))
-    p.add_argument("--estargz-chunk-size", type=int, default=0, metavar="N",
-                   help="bytes per chunk (default 4 MiB)")
-    p.add_argument("--estargz-min-chunk-size", type=int, default=0, metavar="N",
-                   help="pack payloads into shared gzip members of at least N bytes")
+    p.add_argument("--estargz-chunk-size", type=parse_size, default=0, metavar="SIZE",
+                   help="bytes per chunk, e.g. 4M (default: 4M)")
+    p.add_argument("--estargz-min-chunk-size", type=parse_size, default=0, metavar="SIZE",
+                   help="pack payloads into shared gzip members of at least SIZE bytes")
+    p.add_argument("--estargz-parallelism", type=parse_count, default=0, metavar="N",
+                   help="compression workers per layer (0: all CPUs, 1: sequential); the "
+                   "output is the same byte for byte whatever N is")
+    p.add_argument("--estargz-gzip-helper", "--GH", choices=GZIP_HELPERS, metavar="HELPER",
+                   help="external command to decompress gzip layers with: pigz, igzip or "
+                   "gzip; used when installed and faster than the built-in inflate "
+                   "(igzip is; see docs/benchmarks.md)")
     p.add_argument("--estargz-external-toc", action="store_true",
                    help="move TOCs into the TOC image DST-esgztoc")
     p.add_argument("--estargz-keep-diff-id", action="store_true",
@@ -184,9 +215,10 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = command("get-toc-digest", "print the TOC digest of a layer")
     add_registry_flags(p)
     p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
-    p.add_argument("ref", metavar="REF")
+    p.add_argument("ref", metavar="REF", nargs="?",
+                   help="the image of the layer (default: the layer among the store's blobs)")
     p.add_argument("layer", metavar="LAYER_DIGEST")
-    p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_get_toc_digest"))
+    p.set_defaults(func=_deferred("estargz.cli.imageview", "_cmd_get_toc_digest"))
 
     add_lazy_commands(cmds)
 
@@ -194,13 +226,14 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_registry_flags(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("ref", metavar="REF")
-    p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_inspect"))
+    p.set_defaults(func=_deferred("estargz.cli.imageview", "_cmd_inspect"))
 
 
 def add_lazy_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("rpull", help="mount an image lazily (fetch only what is read)")
     p.add_argument("--quiet", "-q", action="store_true")
     add_registry_flags(p)
+    add_inapplicable(p, "rpull")
     p.add_argument("--mount", metavar="DIR", help="where the root filesystem appears")
     p.add_argument("--toc-image", metavar="REF",
                    help="TOC image of an external-TOC image (default: REF-esgztoc)")

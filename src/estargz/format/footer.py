@@ -109,7 +109,7 @@ def _try_legacy(tail: bytes) -> Footer:
 def parse_footer(tail: bytes) -> Footer:
     """Recognise the footer at the end of ``tail`` (the last 51 bytes of a blob, or fewer).
 
-    Every shape is tried; when none fits, the error lists why each was refused.
+    Every shape is tried; when none fits, the error lists why (each reason once).
     """
     causes: list[str] = []
     for size, attempt in (
@@ -124,4 +124,5 @@ def parse_footer(tail: bytes) -> Footer:
             return attempt(tail)
         except InvalidFooter as exc:
             causes.append(str(exc))
-    raise InvalidFooter("no eStargz footer at the end of the blob (" + "; ".join(causes) + ")")
+    unique = dict.fromkeys(causes)  # three shapes often fail for one reason: say it once
+    raise InvalidFooter("no eStargz footer at the end of the blob (" + "; ".join(unique) + ")")

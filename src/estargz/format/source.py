@@ -6,10 +6,14 @@ A source needs two things, a ``size`` and ``read_at(offset, size)``. Local files
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import subprocess
 import tempfile
+import threading
+from collections.abc import Sequence
 from typing import BinaryIO, Protocol, runtime_checkable
 
 __all__ = [
@@ -181,14 +185,69 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None) -> FileSource:
+def _gunzip_with(command: Sequence[str], stream: BinaryIO, head: bytes, out: BinaryIO) -> None:
+    """Decompress with an external program (``pigz -d -c`` ...) into ``out``. A regular file
+    is its standard input directly; any other stream is copied to it by a thread."""
+    fd = _regular_fd(stream, len(head))
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE if fd is None else fd, stdout=out,
+                            stderr=subprocess.PIPE)
+    failed: list[BaseException] = []
+
+    def pump() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(head)
+            shutil.copyfileobj(stream, proc.stdin, 1 << 20)
+        except BrokenPipeError:
+            pass  # the helper stopped reading: its exit status says why
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+
+    feeder = threading.Thread(target=pump, daemon=True) if fd is None else None
+    if feeder is not None:
+        feeder.start()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait()
+    if feeder is not None:
+        feeder.join()
+    if failed:
+        raise failed[0]
+    if proc.returncode != 0:
+        why = err.decode("utf-8", "replace").strip().splitlines()
+        raise EOFError(f"{os.path.basename(command[0])} exited with status {proc.returncode}"
+                       + (f": {why[-1]}" if why else ""))
+
+
+def _regular_fd(stream: BinaryIO, back: int) -> int | None:
+    """The descriptor of a regular file, moved ``back`` bytes (the sniffed head) back."""
+    try:
+        fd = stream.fileno()
+        pos = stream.tell() - back
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    if pos < 0 or not os.path.isfile(f"/proc/self/fd/{fd}"):
+        return None
+    os.lseek(fd, pos, os.SEEK_SET)
+    return fd
+
+
+def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None,
+              gunzip: Sequence[str] | None = None) -> FileSource:
     """Copy a tar (or tar.gz, decompressed on the way) from a stream into an unnamed temp file.
 
-    ``head`` holds the bytes already read from the stream to sniff its type.
+    ``head`` holds the bytes already read from the stream to sniff its type; ``gunzip`` is an
+    external command that decompresses standard input to standard output (default: zlib-ng
+    in this process).
     """
     tmp = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115
     try:
-        if gzip_magic(head):
+        if gzip_magic(head) and gunzip:
+            _gunzip_with(gunzip, stream, head, tmp)
+        elif gzip_magic(head):
             from zlib_ng import gzip_ng
 
             with gzip_ng.GzipFile(fileobj=_Prefixed(head, stream), mode="rb") as gz:  # type: ignore[no-untyped-call]

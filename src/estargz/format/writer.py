@@ -74,6 +74,8 @@ class BuildOptions:
     - ``engine``: ``"libdeflate"``, ``"zlib-ng"`` or ``"zlib"`` (default: the first installed
       in that order, the fastest).
     - ``tmpdir``: where a compressed or streamed input is unpacked before conversion.
+    - ``gunzip``: an external command that decompresses a gzip input from standard input to
+      standard output (``("igzip", "-d", "-c")``); default: zlib-ng in this process.
     """
 
     chunk_size: int = CHUNK_SIZE_DEFAULT
@@ -86,6 +88,7 @@ class BuildOptions:
     workers: int | None = None
     engine: str | None = None
     tmpdir: str | None = None
+    gunzip: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """Refuse option combinations that cannot work, before any byte is read."""
@@ -457,8 +460,8 @@ def build_toc_blob(toc_json: bytes, level: int = 9, engine: str | None = None) -
 # --- input --------------------------------------------------------------------------------
 
 
-def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str | None
-              ) -> FileSource:
+def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str | None,
+              gunzip: tuple[str, ...] | None = None) -> FileSource:
     """A positional-read view of the uncompressed tar, unpacking gzip input to a temp file."""
     import gzip
 
@@ -471,12 +474,13 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
                 return source
             source.close()
             with open(src, "rb") as f:
-                return spool_tar(f, f.read(3), tmpdir)
+                return spool_tar(f, f.read(3), tmpdir, gunzip)
         if isinstance(src, FileSource) and not gzip_magic(src.read_at(0, 3)):
             return FileSource.from_fd(src.fileno)
         if isinstance(src, BlobSource):
             stream = io.BufferedReader(SourceFile(src))
-            return spool_tar(stream, stream.read(3), tmpdir)  # the head tells gzip from tar
+            # the head tells gzip from tar
+            return spool_tar(stream, stream.read(3), tmpdir, gunzip)
         head = src.read(3)
         if not gzip_magic(head):
             try:
@@ -486,7 +490,7 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
                     return FileSource.from_fd(fd, base)
             except (OSError, AttributeError, io.UnsupportedOperation):
                 pass
-        return spool_tar(src, head, tmpdir)
+        return spool_tar(src, head, tmpdir, gunzip)
     except corrupt as exc:
         raise InvalidTar(f"compressed input is corrupt or truncated: {exc}") from exc
 
@@ -508,7 +512,7 @@ def build(
     engine = get_engine(options.engine)
     level = options.compression_level
     workers = options.workers or os.cpu_count() or 1
-    source = _open_tar(src, options.tmpdir)
+    source = _open_tar(src, options.tmpdir, options.gunzip)
     try:
         with io.BufferedReader(SourceFile(source), 1 << 16) as tar_file:
             members, _end = scan_tar(tar_file, source.size)

@@ -10,7 +10,7 @@ from typing import Any
 
 from estargz.image.model import InvalidDocument, dumps, loads
 
-__all__ = ["diff_ids", "with_diff_ids"]
+__all__ = ["chain_id", "diff_ids", "with_diff_ids"]
 
 
 def diff_ids(config: bytes) -> list[str]:
@@ -31,3 +31,14 @@ def with_diff_ids(config: bytes, new_ids: list[str]) -> bytes:
     doc: dict[str, Any] = loads(config, "image config")
     doc["rootfs"] = {**doc["rootfs"], "diff_ids": new_ids}
     return dumps(doc)
+
+
+def chain_id(ids: list[str]) -> str:
+    """The OCI chain ID of a layer stack: the first diffID, then for each further layer
+    ``sha256(previous chain ID + " " + diffID)`` ("" for no layers)."""
+    import hashlib
+
+    chain = ids[0] if ids else ""
+    for diff in ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
+    return chain

@@ -115,6 +115,8 @@ class ConvertOptions:
     platforms: Sequence[Platform] = ()
     all_platforms: bool = False
     layer_workers: int | None = None
+    workers: int | None = None  # compression threads per layer; the bytes do not depend on it
+    gunzip: tuple[str, ...] | None = None  # external gzip decompressor (BuildOptions.gunzip)
 
     def check(self) -> None:
         esgz_only = {
@@ -146,6 +148,8 @@ class ConvertOptions:
             compression_level=self.compression_level,
             external_toc=self.external_toc,
             keep_diff_id=self.keep_diff_id,
+            workers=self.workers,
+            gunzip=self.gunzip,
         )
 
 

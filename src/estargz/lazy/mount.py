@@ -170,6 +170,8 @@ def rpull(
     plain_http: bool = False,
     skip_verify: bool = False,
     user: str = "",
+    refresh: str = "",
+    tls_files: tuple[str, str, str] = ("", "", ""),
     min_request: int = MIN_REQUEST,
     read_timeout: float = READ_TIMEOUT,
     cache_bytes: int = CACHE_BYTES,
@@ -189,13 +191,15 @@ def rpull(
     target = os.path.abspath(mountpoint or Path(store.root) / "rootfs" / ident)
     if is_mounted(target):
         raise MountError(f"{target} is already a mountpoint")
+    ca, cert, key = (os.path.abspath(f) if f else "" for f in tls_files)  # the daemon's cwd is /
     state.mkdir(parents=True)  # after the checks: a refused rpull leaves nothing behind
     try:
         spec = MountSpec(
             id=ident, image=str(ref), image_digest=top.digest, state_dir=str(state),
             mountpoint=target, store_root=str(store.root), registry=ref.registry,
             repository=ref.repository, plain_http=plain_http, skip_verify=skip_verify,
-            user=user, upper=upper, background_fetch=background_fetch,
+            user=user, refresh=refresh, tlscacert=ca, tlscert=cert, tlskey=key, upper=upper,
+            background_fetch=background_fetch,
             min_request=min_request, read_timeout=read_timeout, cache_bytes=cache_bytes,
             layers=[LayerSpec(d.digest, d.size, str(state / "layers" / str(i)))
                     for i, d in enumerate(manifest.layers)],

@@ -169,7 +169,10 @@ def registry_client(spec: MountSpec) -> RegistryClient:
     retry on its own: :class:`ResilientSource` retries within the mount's read timeout, which
     retries underneath would stretch several times over."""
     return RegistryClient.for_user(spec.registry, plain_http=spec.plain_http,
-                                   skip_verify=spec.skip_verify, user=spec.user, retries=0)
+                                   skip_verify=spec.skip_verify, user=spec.user,
+                                   refresh=spec.refresh,
+                                   tls_files=(spec.tlscacert, spec.tlscert, spec.tlskey),
+                                   retries=0)
 
 
 def run_layer(spec: MountSpec, index: int, feed: int | None = None,

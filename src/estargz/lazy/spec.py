@@ -69,6 +69,10 @@ class MountSpec:
     plain_http: bool = False
     skip_verify: bool = False
     user: str = ""
+    refresh: str = ""
+    tlscacert: str = ""  # absolute paths of the TLS files rpull was given ("": none)
+    tlscert: str = ""
+    tlskey: str = ""
     upper: bool = False
     background_fetch: bool = True
     min_request: int = MIN_REQUEST

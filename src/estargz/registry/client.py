@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import BinaryIO
 
 import httpx
@@ -30,6 +31,7 @@ from estargz.reference import api_base
 from estargz.registry import blobs, upload
 from estargz.registry.auth import RegistryAuth
 from estargz.registry.credentials import Credentials, credentials_for
+from estargz.registry.httpopts import TLSFiles, dump_hooks, tls_context
 from estargz.registry.retry import RetryPolicy
 from estargz.registry.session import Session, display_url
 from estargz.registry.upload import BlobData, PushResult
@@ -141,6 +143,8 @@ class RegistryClient:
         backoff: float = 0.2,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         monolithic_limit: int = upload.MONOLITHIC_LIMIT,
+        tls: ssl.SSLContext | None = None,
+        dump: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
         self.base_url = api_base(host, plain_http)
@@ -151,19 +155,28 @@ class RegistryClient:
         )
         self.auth = RegistryAuth(self.base_url, source)
         mounts: dict[str, httpx.BaseTransport | None] | None = None
+
+        def verify() -> ssl.SSLContext | bool:
+            if tls is not None:
+                if insecure_skip_verify:
+                    tls.check_hostname = False
+                    tls.verify_mode = ssl.CERT_NONE
+                return tls
+            return _verify(insecure_skip_verify)
+
         if transport is None and self.base_url.startswith("http://"):
             # Plain HTTP needs no TLS context, and building one (loading the CA bundle) costs
             # a tenth of a second per client; a redirect to HTTPS still gets a verifying one.
             transport = httpx.HTTPTransport(verify=False)
-            mounts = {"https://": _LazyTransport(
-                lambda: httpx.HTTPTransport(verify=_verify(insecure_skip_verify)))}
+            mounts = {"https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=verify()))}
         self._http = httpx.Client(
             auth=self.auth,
             transport=transport,
             mounts=mounts,
-            verify=_verify(insecure_skip_verify) if transport is None else False,
+            verify=verify() if transport is None else False,
             timeout=timeout,
             headers={"User-Agent": _user_agent()},
+            event_hooks=dump_hooks(dump) if dump else None,
         )
         self._session = Session(self.base_url, self._http, self.auth,
                                 RetryPolicy(retries=retries, backoff=backoff))
@@ -171,12 +184,19 @@ class RegistryClient:
 
     @classmethod
     def for_user(cls, host: str, *, plain_http: bool = False, skip_verify: bool = False,
-                 user: str = "", retries: int = 5) -> RegistryClient:
+                 user: str = "", refresh: str = "", tls_files: TLSFiles = ("", "", ""),
+                 dump: Callable[[str], None] | None = None,
+                 retries: int = 5) -> RegistryClient:
         """As the command line asks for it: ``--plain-http`` forces HTTP (loopback gets it
-        anyway), ``--user USER[:PASSWORD]`` replaces the docker config's credentials."""
+        anyway), ``--user USER[:PASSWORD]`` and ``--refresh TOKEN`` replace the docker
+        config's credentials, ``tls_files`` are ``--tlscacert``, ``--tlscert``, ``--tlskey``
+        and ``dump`` gets ``--http-dump``'s lines."""
+        credentials = None
+        if user or refresh:
+            credentials = replace(Credentials.from_user(user), identity_token=refresh)
         return cls(host, plain_http=True if plain_http else None,
-                   insecure_skip_verify=skip_verify,
-                   credentials=Credentials.from_user(user) if user else None, retries=retries)
+                   insecure_skip_verify=skip_verify, credentials=credentials, retries=retries,
+                   tls=tls_context(*tls_files), dump=dump)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ decides to restart at the blob level.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -79,12 +80,52 @@ def error_from_response(
     return cls(message, method=method, url=str(request.url), status=status, errors=errors)
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The OS error that httpx and httpcore wrapped, else ``exc``. Only causes and OS errors
+    are followed: an unrelated exception being handled at the time is not a cause."""
+    seen: set[int] = set()
+    while not isinstance(exc, OSError) and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif isinstance(exc.__context__, OSError):
+            exc = exc.__context__
+        else:
+            break
+    return exc
+
+
+def _refused(exc: httpx.TransportError) -> bool:
+    """The host does not resolve or nothing listens on the port: not a hiccup that waiting
+    cures, unlike a 503, a timeout or a dropped connection."""
+    root = _root_cause(exc)
+    return isinstance(exc, httpx.ConnectError) and isinstance(
+        root, socket.gaierror | ConnectionRefusedError)
+
+
+_TIMEOUTS = {
+    httpx.ConnectTimeout: "timed out connecting",
+    httpx.ReadTimeout: "timed out waiting for the answer",
+    httpx.WriteTimeout: "timed out sending the request",
+    httpx.PoolTimeout: "timed out waiting for a free connection",
+}
+
+
 def _describe(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
+        return _TIMEOUTS.get(type(exc), "timed out")
+    root = _root_cause(exc)
+    if isinstance(root, socket.gaierror):
+        return (f"the host name does not resolve ({root.strerror or root}): check the "
+                "registry part of the reference")
+    if isinstance(root, ConnectionRefusedError):
+        return ("connection refused: nothing listens on that host and port (is the registry "
+                "running?)")
+    text = (root.strerror if isinstance(root, OSError) and root.strerror else str(root)) or str(
+        exc)
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect: {exc}"
-    return f"connection failed: {exc or type(exc).__name__}"
+        return f"cannot connect: {text}"
+    return f"connection failed: {text or 'closed unexpectedly'}"
 
 
 class Session:
@@ -96,6 +137,7 @@ class Session:
         self.client = client
         self.auth = auth
         self.policy = policy
+        self._reached = False  # has a connection to the registry ever been made?
 
     def api_url(self, repo: str, *parts: str) -> httpx.URL:
         """``<base>/v2/<repo>/<parts...>``; the repository name is validated first."""
@@ -171,8 +213,12 @@ class Session:
                     request, stream=True, follow_redirects=method in _SAFE_METHODS
                 )
             except httpx.TransportError as exc:
-                if last:
-                    raise self._unavailable(method, url, exc, attempts) from None
+                if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    self._reached = True  # connected, then cut: the host is there
+                # a host never reached that refuses (or does not resolve): one retry at most;
+                # one reached before is restarting, and gets every retry
+                if last or (attempt >= 1 and not self._reached and _refused(exc)):
+                    raise self._unavailable(method, url, exc, attempt + 1) from None
                 self.policy.sleep(attempt)
                 continue
             except RegistryUnavailable:  # the token service failed inside the auth flow
@@ -183,6 +229,7 @@ class Session:
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise RegistryError(f"{method} {display_url(url)}: {exc}", method=method,
                                     url=str(url)) from None
+            self._reached = True
             status = response.status_code
             if status in ok:
                 if out is None:
@@ -240,5 +287,6 @@ class Session:
             method, url = exc.request.method, exc.request.url
         suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
         return RegistryUnavailable(
-            f"{method} {display_url(url)}: {_describe(exc)}{suffix}", method=method, url=str(url)
+            f"{method} {display_url(url)}: {_describe(exc)}{suffix}", method=method,
+            url=str(url)
         )

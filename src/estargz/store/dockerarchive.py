@@ -151,7 +151,12 @@ def import_docker_archive(
     checked against the config's ``diff_ids``.
     """
     what = os.fspath(path)
-    with tarfile.open(path, "r:*") as tar:
+    try:
+        archive = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with below
+    except tarfile.ReadError:
+        raise StoreError(f"{what}: neither a tar (plain or compressed) from docker save nor an "
+                         "OCI layout directory") from None
+    with archive as tar:
         files = TarFiles(tar)
         layout = files.open("oci-layout")
         if layout is not None:
