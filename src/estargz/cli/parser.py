@@ -78,16 +78,19 @@ def add_layer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     layer = sub.add_parser("layer", help="work on single layer blobs")
     cmds = layer.add_subparsers(dest="layer_command", required=True, metavar="COMMAND")
 
-    p = cmds.add_parser("convert", help="tar or tar.gz to eStargz")
-    p.add_argument("input", metavar="IN", help="tar or tar.gz ('-' for stdin)")
+    p = cmds.add_parser("convert", help="tar, tar.gz or tar.zst to eStargz (or zstd:chunked)")
+    p.add_argument("input", metavar="IN", help="tar, tar.gz or tar.zst ('-' for stdin)")
     p.add_argument("output", metavar="OUT", help="eStargz blob ('-' for stdout)")
+    p.add_argument("--zstdchunked", action="store_true",
+                   help="write zstd:chunked (zstd frames) instead of eStargz (gzip members)")
     p.add_argument("--chunk-size", type=parse_size, default=4 << 20, metavar="N")
     p.add_argument("--min-chunk-size", type=parse_size, default=0, metavar="N",
                    help="pack small payloads into shared gzip members (innerOffset)")
     p.add_argument("--prioritized-files", metavar="FILE", help="paths to put first, one a line")
     p.add_argument("--allow-missing-prioritized", action="store_true",
                    help="warn instead of failing when a prioritized path is not in the tar")
-    p.add_argument("--compression-level", type=int, default=9, metavar="L", choices=range(1, 10))
+    p.add_argument("--compression-level", type=int, metavar="L", choices=range(1, 23),
+                   help="gzip 1-9 (default 9); zstd 1-22 (default 3)")
     p.add_argument("--external-toc", metavar="TOC_OUT", help="write the TOC blob here")
     p.add_argument("--keep-diff-id", action="store_true",
                    help="keep the uncompressed tar byte-identical (needs --external-toc)")
