@@ -137,7 +137,8 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_push"))
 
-    p = command("convert", "convert an image (to eStargz with --estargz)")
+    p = command("convert", "convert an image (to eStargz with --estargz, zstd:chunked with "
+                "--zstdchunked)")
     add_registry_flags(p)
     _platform_flags(p)
     p.add_argument("--oci", action="store_true", help="convert Docker media types to OCI")
@@ -155,6 +156,15 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="move TOCs into the TOC image DST-esgztoc")
     p.add_argument("--estargz-keep-diff-id", action="store_true",
                    help="keep the uncompressed layers (diffIDs) unchanged")
+    p.add_argument("--zstdchunked", action="store_true",
+                   help="convert layers to zstd:chunked (needs --oci); --estargz-chunk-size "
+                        "and --estargz-record-in apply to it too")
+    p.add_argument("--zstdchunked-compression-level", type=int, metavar="L",
+                   choices=range(1, 23), help="zstd level (default 3)")
+    p.add_argument("--zstdchunked-chunk-size", type=int, metavar="N",
+                   help="bytes per chunk (default 4 MiB)")
+    p.add_argument("--zstdchunked-record-in", metavar="FILE",
+                   help="prioritized files per layer, from `optimize --record-out`")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_convert"), collect_on_failure=True)
