@@ -65,6 +65,10 @@ debian root file system's TOC of 6,780 entries is 310 KB compressed; a second ro
 remote registry costs more than the extra bytes)."""
 
 
+_HINTED_TAIL_LIMIT = 64 << 20
+"""The most an annotation may make the first read fetch (a larger TOC costs a second read)."""
+
+
 class ChunkCache(Protocol):
     """A second-level store for verified chunks (e.g. on disk), keyed by ``Chunk.key``.
 
@@ -249,7 +253,9 @@ def read_toc(
     source = as_source(blob)
     size = source.size
     hint = zstd_toc_hint(annotations or {})
-    tail_len = min(size, max(_TAIL_GUESS, size - hint + SKIPPABLE_HEADER_SIZE if hint else 0))
+    tail_len = min(size, _TAIL_GUESS)
+    if hint and size - hint <= _HINTED_TAIL_LIMIT:
+        tail_len = min(size, max(tail_len, size - hint + SKIPPABLE_HEADER_SIZE))
     tail = _read_exact(source, size - tail_len, tail_len, "footer")
     footer = parse_footer(tail[-FOOTER_SIZE:])
     if hint and footer.toc_offset != hint:

@@ -52,6 +52,8 @@ __all__ = ["BuildOptions", "BuildResult", "build", "build_toc_blob"]
 _BLOCK = 512
 _END_OF_ARCHIVE = b"\x00" * (2 * _BLOCK)
 _INFLIGHT_BYTES_PER_WORKER = 24 << 20
+_BATCH_BYTES = 1 << 20
+"""Members go to the compression threads in batches of at least this many bytes."""
 _HEADER_RUN_LIMIT = 32 << 20
 """A member holding only headers is closed past this size, to bound memory on huge tars."""
 
@@ -371,6 +373,11 @@ class _MemberResult:
     chunk_digests: list[str]
 
 
+def _compress_batch(plans: list[_MemberPlan], source: FileSource, codec: Codec
+                    ) -> list[_MemberResult]:
+    return [_compress(plan, source, codec) for plan in plans]
+
+
 def _compress(plan: _MemberPlan, source: FileSource, codec: Codec) -> _MemberResult:
     raw = bytearray(plan.size)
     view = memoryview(raw)
@@ -439,28 +446,46 @@ def _run(
                 plan = planner.ready.popleft()
                 out.write_member(plan, _compress(plan, source, codec))
         return
-    inflight: deque[tuple[_MemberPlan, Future[_MemberResult]]] = deque()
+    Batch = list[_MemberPlan]
+    inflight: deque[tuple[Batch, int, Future[list[_MemberResult]]]] = deque()
     # Results are written in order, so one slow member holds the others back: keep enough
-    # queued that every thread stays busy, bounded in bytes to bound memory.
-    max_members = 8 * workers
+    # queued that every thread stays busy, bounded in bytes to bound memory. Small members go
+    # to the pool in batches: a small file's zstd frame takes less time than a task's round
+    # trip through the pool, which left the threads idle.
+    max_batches = 8 * workers
     max_bytes = _INFLIGHT_BYTES_PER_WORKER * workers
     queued = 0
+    batch: Batch = []
+    batch_bytes = 0
+
+    def write_oldest() -> int:
+        plans, size, fut = inflight.popleft()
+        for plan, result in zip(plans, fut.result(), strict=True):
+            out.write_member(plan, result)
+        return size
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="estargz-deflate") as pool:
         try:
             for _ in plans:
                 while planner.ready:
                     plan = planner.ready.popleft()
-                    inflight.append((plan, pool.submit(_compress, plan, source, codec)))
-                    queued += plan.size
-                    while len(inflight) > max_members or (queued > max_bytes and len(inflight) > 1):
-                        done_plan, fut = inflight.popleft()
-                        out.write_member(done_plan, fut.result())
-                        queued -= done_plan.size
+                    batch.append(plan)
+                    batch_bytes += plan.size
+                    if batch_bytes < _BATCH_BYTES:
+                        continue
+                    inflight.append((batch, batch_bytes,
+                                     pool.submit(_compress_batch, batch, source, codec)))
+                    queued += batch_bytes
+                    batch, batch_bytes = [], 0
+                    while len(inflight) > max_batches or (queued > max_bytes and len(inflight) > 1):
+                        queued -= write_oldest()
+            if batch:
+                inflight.append((batch, batch_bytes,
+                                 pool.submit(_compress_batch, batch, source, codec)))
             while inflight:
-                done_plan, fut = inflight.popleft()
-                out.write_member(done_plan, fut.result())
+                write_oldest()
         finally:
-            for _, fut in inflight:
+            for _, _, fut in inflight:
                 fut.cancel()
 
 
