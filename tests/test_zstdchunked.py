@@ -250,3 +250,53 @@ def test_we_read_go_zstdchunked_blobs(go_harness: pathlib.Path, tmp_path: pathli
     result = build(io.BytesIO(data), again, BuildOptions(chunk_size=chunk, compression="zstd"))
     reread = open_blob(again.getvalue()).verify_toc(result.toc_digest).verify()
     assert {k: v for k, v in reread.items() if k not in LANDMARKS} == files
+
+
+# -- the layer commands and the footer ---------------------------------------------------------
+
+
+def test_layer_commands(rich_tar: bytes, tmp_path: pathlib.Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    from estargz.cli.main import main
+
+    src, out = tmp_path / "in.tar", tmp_path / "out.zst"
+    src.write_bytes(rich_tar)
+    assert main(["layer", "convert", "--zstdchunked", "--compression-level", "12", "--json",
+                 str(src), str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["compression"], summary["compression_level"]) == ("zstd", 12)
+    assert set(summary["annotations"]) == {ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+                                           ZSTD_MANIFEST_POSITION_ANNOTATION}
+    assert summary["diff_id"] == _sha(_zstd_d(out.read_bytes()))
+    assert main(["layer", "verify", "--toc-digest", summary["toc_digest"], "--json",
+                 str(out)]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert {k: v for k, v in files.items() if k not in LANDMARKS} == EXPECTED_FILES
+    assert main(["layer", "toc", str(out)]) == 0
+    assert _sha(capsys.readouterr().out.encode()[:-1]) == summary["toc_digest"]
+    assert main(["layer", "extract", str(out), str(tmp_path / "tree")]) == 0
+    assert _sha((tmp_path / "tree" / "small.txt").read_bytes()) == EXPECTED_FILES["small.txt"]
+    # gzip levels stop at 9: refused with one line, and nothing written
+    assert main(["layer", "convert", "--compression-level", "12", str(src),
+                 str(tmp_path / "x")]) == 1
+    assert "gzip compression level must be 1-9" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_footer_fields_are_checked() -> None:
+    from estargz.errors import InvalidFooter
+    from estargz.format.footer import parse_footer, zstdchunked_footer
+
+    good = zstdchunked_footer(1000, 200, 900)
+    assert len(good) == 48
+    footer = parse_footer(good)
+    assert (footer.kind, footer.size, footer.toc_offset, footer.data_end) == (
+        "zstdchunked", 48, 1000, 992)
+    for at, value, cause in ((40, b"GnUlInUX", "magic GnUlInUx missing"),
+                             (32, b"\x02", "manifest type 2"),
+                             (4, b"\x29", "no skippable frame of 40 bytes"),
+                             (8, b"\x04" + b"\0" * 7, "leaves no room for its frame")):
+        bad = bytearray(good)
+        bad[at : at + len(value)] = value
+        with pytest.raises(InvalidFooter, match=cause):
+            parse_footer(bytes(bad))
