@@ -300,3 +300,41 @@ def test_footer_fields_are_checked() -> None:
         bad[at : at + len(value)] = value
         with pytest.raises(InvalidFooter, match=cause):
             parse_footer(bytes(bad))
+
+
+def _retail(blob: bytes, frame: bytes) -> bytes:
+    """``blob`` with its TOC frame replaced by ``frame`` (skippable header and footer made to
+    fit), so that only the frame itself is wrong."""
+    from estargz.format.footer import zstdchunked_footer
+
+    off, _size, raw = struct.unpack("<QQQ", blob[-40:-16])
+    return (blob[: off - 8] + struct.pack("<II", 0x184D2A50, len(frame)) + frame
+            + zstdchunked_footer(off, len(frame), raw))
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        (lambda b: b[:-1], "InvalidFooter", "zstd:chunked: no skippable frame of 40 bytes"),
+        (lambda b: b[:300], "InvalidFooter", "no eStargz footer"),
+        (lambda b: _retail(b, b[struct.unpack("<Q", b[-40:-32])[0]:-48][:-10]), "InvalidTOC",
+         "the TOC's zstd frame is truncated"),
+        (lambda b: _retail(b, b"\x28\xb5\x2f\xfd" + b"\xff" * 40), "FormatError",
+         "zstd frame does not decompress"),
+        (lambda b: _retail(b, __import__("backports.zstd").zstd.compress(b"{not json", 3)),
+         "InvalidTOC", ""),
+    ],
+    ids=["footer-cut", "blob-cut", "toc-frame-cut", "toc-frame-garbage", "toc-not-json"],
+)
+def test_damaged_blobs_are_refused_in_one_line(rich_tar: bytes, tmp_path: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               damage: object, error: str,
+                                               message: str) -> None:
+    from estargz.cli.main import main
+
+    blob, _ = _build(rich_tar)
+    path = tmp_path / "bad.zst"
+    path.write_bytes(damage(blob))  # type: ignore[operator]
+    assert main(["layer", "verify", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{error}: " in err and message in err, err

@@ -132,7 +132,13 @@ def toc_tail(toc_json: bytes, offset: int, level: int) -> ZstdTail:
 def toc_json(frame: bytes | memoryview, where: str) -> bytes:
     """The TOC JSON in the TOC's zstd frame (the footer points just past its skippable frame
     header)."""
-    data = decompress_frame(frame, MAX_TOC_SIZE + 1, where)
+    decompressor = zstd.ZstdDecompressor()
+    try:
+        data = decompressor.decompress(frame, MAX_TOC_SIZE + 1)
+    except zstd.ZstdError as exc:
+        raise FormatError(f"{where}: zstd frame does not decompress: {exc}") from exc
     if len(data) > MAX_TOC_SIZE:
         raise InvalidTOC(f"{where}: TOC exceeds {MAX_TOC_SIZE} bytes")
+    if not decompressor.eof:
+        raise InvalidTOC(f"{where}: the TOC's zstd frame is truncated")
     return data
