@@ -31,7 +31,6 @@ from estargz.format.types import (
 from estargz.registry import Reference, RegistryClient
 from imagekit import HELLO, busybox_layers, files_layer
 from lazykit import (
-    ESTARGZ_ONLY,
     Images,
     Mounts,
     assert_same_tree,
@@ -42,22 +41,13 @@ from lazykit import (
 from peer import go_peer
 from registry_fixture import RegistryServer, unique_repo
 from test_go_harness import run_harness
+from test_go_peer import assert_go_runs_lazily
+from test_zstdchunked import _sha, _zstd_d
 
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LANDMARKS = {".no.prefetch.landmark", ".prefetch.landmark"}
 BIG = hashlib.sha256(bytes(range(256)) * 40_000).hexdigest()
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _zstd_d(blob: bytes) -> bytes:
-    proc = subprocess.run(["zstd", "-d", "-c", "-q"], input=blob, capture_output=True,
-                          check=False, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def _inspect(ref: str, *flags: str) -> Any:
@@ -296,16 +286,4 @@ def test_we_pull_verify_and_mount_what_go_ctr_remote_converts(
 
 def test_go_snapshotter_lazily_runs_our_zstdchunked_image(images: Images) -> None:
     ours, _ = _convert(images, "for-go")
-    with go_peer() as peer:
-        before = len(peer.stargz_mounts())
-        peer.ctr("i", "rpull", "--plain-http", ours)
-        mounted = len(peer.stargz_mounts()) - before
-        assert mounted == 2, f"expected both layers mounted lazily:\n{peer.log_tail()}"
-        script = "cat /etc/hello.txt; test -e /etc/removed-later || echo whiteout-ok; " \
-                 "sha256sum /data/big.bin"
-        proc = peer.ctr("run", "--rm", "--snapshotter", "stargz", ours,
-                        f"t-{uuid.uuid4().hex[:8]}", "/bin/sh", "-c", script)
-    assert HELLO.decode() in proc.stdout
-    assert "whiteout-ok" in proc.stdout
-    assert BIG in proc.stdout
-    assert not ESTARGZ_ONLY & set(proc.stdout.split())
+    assert_go_runs_lazily(ours)
