@@ -222,7 +222,10 @@ def _layout_with(layout: Path, layers: list[tuple[bytes, str, dict[str, str]]],
 
 
 def test_mixed_image_mounts(registry: RegistryServer, mounts: Mounts, tmp_path: Path) -> None:
-    """Plain gzip, eStargz and zstd:chunked layers in one image: each read its own way."""
+    """Plain gzip, eStargz, zstd:chunked and plain zstd layers in one image: each read its own
+    way (the plain ones pulled whole and converted)."""
+    from backports import zstd as backports_zstd
+
     busybox = busybox_layers()[0]
     middle = files_layer({"etc/esgz.txt": b"from eStargz\n", "etc/shared.txt": b"old\n"})
     top = files_layer({"etc/zstd.txt": b"from zstd:chunked\n", "etc/shared.txt": b"new\n"})
@@ -238,19 +241,24 @@ def test_mixed_image_mounts(registry: RegistryServer, mounts: Mounts, tmp_path: 
         kind = OCI_LAYER_ZSTD if compression == "zstd" else OCI_LAYER_GZIP
         layers.append((out.getvalue(), kind, notes))
         diff_ids.append(result.diff_id)
+    last = files_layer({"etc/plain-zstd.txt": b"from plain zstd\n"})
+    layers.append((backports_zstd.compress(last, 3), OCI_LAYER_ZSTD, {}))
+    diff_ids.append(_sha(last))
     _layout_with(tmp_path / "layout", layers, diff_ids)
     ref = f"{registry.host}/{unique_repo('zstd-mixed')}:v1"
     skopeo("copy", "-q", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:v1",
            f"docker://{ref}")
 
     proc = mounts.rpull(ref)
-    lines = _layer_lines(proc.stderr)
-    assert len(lines) == 3, proc.stderr
-    assert "NOT lazy" in lines[0] and all(": lazy (TOC" in line for line in lines[1:]), lines
+    lines = sorted(_layer_lines(proc.stderr), key=lambda line: int(line.split()[1]))
+    assert len(lines) == 4, proc.stderr
+    assert ["NOT lazy" in line for line in lines] == [True, False, False, True], lines
+    assert all(": lazy (TOC" in line for line in lines[1:3]), lines
     mount = Path(proc.stdout.strip())
     assert (mount / "etc/esgz.txt").read_bytes() == b"from eStargz\n"
     assert (mount / "etc/zstd.txt").read_bytes() == b"from zstd:chunked\n"
     assert (mount / "etc/shared.txt").read_bytes() == b"new\n"
+    assert (mount / "etc/plain-zstd.txt").read_bytes() == b"from plain zstd\n"
     assert not LANDMARKS & {p.name for p in mount.iterdir()}
     run = subprocess.run(["chroot", str(mount), "/bin/sh", "-c", "cat /etc/zstd.txt"],
                          capture_output=True, text=True, timeout=60, check=False)
