@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -69,32 +70,37 @@ def ensure_rootfs_tar(cache: pathlib.Path) -> pathlib.Path:
     return tar
 
 
-def _timed(cmd: list[str]) -> tuple[float, str]:
+def _timed(cmd: list[str]) -> tuple[float, str, float]:
+    """Wall seconds, standard output and CPU seconds (user + system, all threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr}")
-    return elapsed, proc.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, proc.stdout, cpu
 
 
-def _race(runs: int, ours: list[str], go: list[str]) -> tuple[float, float, str]:
-    """Median seconds of ours and of Go's, alternating which runs first; ours' engine."""
-    ours_times: list[float] = []
-    go_times: list[float] = []
+def _race(runs: int, ours: list[str], go: list[str]) -> tuple[float, float, str, float, float]:
+    """Median wall seconds of ours and of Go's, alternating which runs first; ours' engine;
+    median CPU seconds of ours and of Go's (what a busy machine does not change)."""
+    times: dict[str, list[float]] = {"ours": [], "go": []}
+    cpus: dict[str, list[float]] = {"ours": [], "go": []}
     engine = ""
     for run in range(runs):
         jobs = [("ours", ours), ("go", go)]
         if run % 2:
             jobs.reverse()
         for name, cmd in jobs:
-            elapsed, stdout = _timed(cmd)
+            elapsed, stdout, cpu = _timed(cmd)
+            times[name].append(elapsed)
+            cpus[name].append(cpu)
             if name == "ours":
-                ours_times.append(elapsed)
                 engine = json.loads(stdout)["engine"]
-            else:
-                go_times.append(elapsed)
-    return statistics.median(ours_times), statistics.median(go_times), engine
+    med = statistics.median
+    return (med(times["ours"]), med(times["go"]), engine, med(cpus["ours"]), med(cpus["go"]))
 
 
 def _compressed_size(cmd: list[str], tar: pathlib.Path) -> int:
@@ -121,12 +127,12 @@ def main() -> int:
 
     gzip_size = _compressed_size(["gzip", "-9", "-c"], tar)
     zstd_sizes = {n: _compressed_size(["zstd", f"-{n}", "-c", "-q", "-T1"], tar) for n in (3, 19)}
-    ours_s, go_s, engine = _race(
+    ours_s, go_s, engine, ours_cpu, go_cpu = _race(
         args.runs,
         [*estargz_cmd, "layer", "convert", "--json", "--compression-level", level, str(tar),
          str(ours_out)],
         [str(harness), "build", str(tar), str(go_out), "-level", level])
-    ours_zs, go_zs, zengine = _race(
+    ours_zs, go_zs, zengine, ours_zcpu, go_zcpu = _race(
         args.runs,
         [*estargz_cmd, "layer", "convert", "--zstdchunked", "--json", "--compression-level",
          zlevel, str(tar), str(ours_zst)],
@@ -159,6 +165,10 @@ def main() -> int:
           f"size ratio (estargz / go): {sizes[ours_out] / sizes[go_out]:.4f}   engine: {engine}")
     print(f"zstd:chunked: throughput ratio (estargz / go): {go_zs / ours_zs:.2f}x   "
           f"size ratio (estargz / go): {sizes[ours_zst] / sizes[go_zst]:.4f}   engine: {zengine}")
+    print(f"CPU seconds (user + system, median): eStargz {ours_cpu:.2f} vs go {go_cpu:.2f} "
+          f"({go_cpu / ours_cpu:.2f}x); zstd:chunked {ours_zcpu:.2f} vs go {go_zcpu:.2f} "
+          f"({go_zcpu / ours_zcpu:.2f}x)")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 
