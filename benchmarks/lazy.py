@@ -11,8 +11,8 @@ time to read every file, and bytes fetched from the registry.
 
 The same image converted to zstd:chunked (``--zstdchunked``) is mounted too, by both sides,
 for the read-every-file row: ours against our eStargz mount (``--read-repeat`` runs each,
-interleaved, medians; background fetch on, as in the rows above) and against Go's mount of the
-same zstd:chunked image (one run).
+interleaved, each in a fresh store so that no chunk is cached, medians; background fetch on,
+as in the rows above) and against Go's mount of the same zstd:chunked image (one run).
 
 The Go client talks to a containerd and a snapshotter that are already running; ours talks to
 the store's service (``estargz service start``), started before the clock runs. The row
@@ -200,19 +200,22 @@ def main() -> int:
                     raise SystemExit(f"expected one lazy layer mount from Go, got {new}")
                 if rep == 0:
                     go = _measure(pathlib.Path(new[0].split()[1]), registry, start)
-        # read every file: our eStargz and zstd:chunked mounts, interleaved; Go's zstd:chunked
+        # read every file: our eStargz and zstd:chunked mounts, interleaved, each in a store
+        # of its own (no chunk cached from an earlier run); then Go's zstd:chunked mount
         reads: dict[str, list[float]] = {esgz: [], zstd: []}
         fetched: dict[str, list[float]] = {esgz: [], zstd: []}
         for rep in range(args.read_repeat):
             for ref in (esgz, zstd) if rep % 2 == 0 else (zstd, esgz):
+                fresh = [sys.executable, "-m", "estargz.cli.main", "--root",
+                         str(work / f"read-{rep}-{ref.rsplit(':', 1)[1]}"), "i"]
                 time.sleep(_SETTLE)
                 start = registry.blob_bytes()
-                proc = subprocess.run([*estargz, "rpull", "-q", ref],
+                proc = subprocess.run([*fresh, "rpull", "-q", ref],
                                       check=True, capture_output=True, text=True)
                 got = _measure(pathlib.Path(proc.stdout.strip()), registry, start)
                 reads[ref].append(got["every_file_s"])
                 fetched[ref].append(got["fetched_total"])
-                subprocess.run([*estargz, "umount", proc.stdout.strip()], check=True,
+                subprocess.run([*fresh, "umount", proc.stdout.strip()], check=True,
                                capture_output=True)
         with go_peer() as peer:
             time.sleep(_SETTLE)
