@@ -9,6 +9,11 @@ sides mount that same image: ``estargz i rpull`` and ``ctr-remote i rpull`` (thr
 median of ``--repeat`` runs, each Go run on a fresh containerd), time to read one small file,
 time to read every file, and bytes fetched from the registry.
 
+The same image converted to zstd:chunked (``--zstdchunked``) is mounted too, by both sides,
+for the read-every-file row: ours against our eStargz mount (``--read-repeat`` runs each,
+interleaved, each in a fresh store so that no chunk is cached, medians; background fetch on,
+as in the rows above) and against Go's mount of the same zstd:chunked image (one run).
+
 The Go client talks to a containerd and a snapshotter that are already running; ours talks to
 the store's service (``estargz service start``), started before the clock runs. The row
 "without our service" is one rpull that starts the whole CLI cold, for comparison.
@@ -134,6 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=pathlib.Path, default=HERE / ".cache")
     parser.add_argument("--repeat", type=int, default=7, help="rpull runs per side (median)")
+    parser.add_argument("--read-repeat", type=int, default=3,
+                        help="read-every-file runs of our eStargz and zstd:chunked mounts")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     tar = ensure_rootfs_tar(args.cache)
@@ -143,11 +150,15 @@ def main() -> int:
     try:
         _oci_layout(tar, work / "layout")
         plain, esgz = f"{registry.host}/deb:plain", f"{registry.host}/deb:esgz"
+        zstd = f"{registry.host}/deb:zstd"
         subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
                         f"oci:{work / 'layout'}:plain", f"docker://{plain}"], check=True)
         subprocess.run([*estargz, "convert", "-q", "--oci", "--estargz", plain, esgz],
                        check=True, capture_output=True)
         subprocess.run([*estargz, "push", "-q", esgz], check=True, capture_output=True)
+        subprocess.run([*estargz, "convert", "-q", "--oci", "--zstdchunked", plain, zstd],
+                       check=True, capture_output=True)
+        subprocess.run([*estargz, "push", "-q", zstd], check=True, capture_output=True)
 
         # cold: no service, the whole CLI starts for the one command
         cold_cli = [sys.executable, "-m", "estargz.cli.main", "--root", str(work / "cold"), "i"]
@@ -189,6 +200,33 @@ def main() -> int:
                     raise SystemExit(f"expected one lazy layer mount from Go, got {new}")
                 if rep == 0:
                     go = _measure(pathlib.Path(new[0].split()[1]), registry, start)
+        # read every file: our eStargz and zstd:chunked mounts, interleaved, each in a store
+        # of its own (no chunk cached from an earlier run); then Go's zstd:chunked mount
+        reads: dict[str, list[float]] = {esgz: [], zstd: []}
+        fetched: dict[str, list[float]] = {esgz: [], zstd: []}
+        for rep in range(args.read_repeat):
+            for ref in (esgz, zstd) if rep % 2 == 0 else (zstd, esgz):
+                fresh = [sys.executable, "-m", "estargz.cli.main", "--root",
+                         str(work / f"read-{rep}-{ref.rsplit(':', 1)[1]}"), "i"]
+                time.sleep(_SETTLE)
+                start = registry.blob_bytes()
+                proc = subprocess.run([*fresh, "rpull", "-q", ref],
+                                      check=True, capture_output=True, text=True)
+                got = _measure(pathlib.Path(proc.stdout.strip()), registry, start)
+                reads[ref].append(got["every_file_s"])
+                fetched[ref].append(got["fetched_total"])
+                subprocess.run([*fresh, "umount", proc.stdout.strip()], check=True,
+                               capture_output=True)
+        with go_peer() as peer:
+            time.sleep(_SETTLE)
+            start = registry.blob_bytes()
+            before = set(peer.stargz_mounts())
+            peer.ctr("i", "rpull", "--plain-http", zstd)
+            new = [m for m in peer.stargz_mounts() if m not in before]
+            if len(new) != 1:
+                raise SystemExit(f"expected one lazy zstd:chunked mount from Go, got {new}")
+            go_zstd = _measure(pathlib.Path(new[0].split()[1]), registry, start)
+        zstd_reads, esgz_reads = statistics.median(reads[zstd]), statistics.median(reads[esgz])
         ours["rpull_s"] = statistics.median(rpulls)
         ours["cold_rpull_s"] = cold
         go["rpull_s"] = statistics.median(go_rpulls)
@@ -212,7 +250,20 @@ def main() -> int:
                        ("fetched_total", "fetched in total B")):
         ratio = ours[key] / go[key] if go[key] else float("nan")
         print(f"{label:24} {ours[key]:>12.3f} {go[key]:>12.3f} {ratio:>8.2f}")
-    print("targets: rpull ratio <= 1.0, every-file ratio <= 1.5")
+    print("zstd:chunked (same files), read every file:")
+    print(f"  our eStargz runs (s):      {' '.join(f'{x:.3f}' for x in reads[esgz])}")
+    print(f"  our zstd:chunked runs (s): {' '.join(f'{x:.3f}' for x in reads[zstd])}")
+    print(f"{'':24} {'zstd:chunked':>12} {'our esgz':>12} {'ratio':>8} {'go zstd':>12} "
+          f"{'ratio':>8}")
+    print(f"{'read every file s':24} {zstd_reads:>12.3f} {esgz_reads:>12.3f} "
+          f"{zstd_reads / esgz_reads:>8.2f} {go_zstd['every_file_s']:>12.3f} "
+          f"{zstd_reads / go_zstd['every_file_s']:>8.2f}")
+    zstd_bytes, esgz_bytes = statistics.median(fetched[zstd]), statistics.median(fetched[esgz])
+    print(f"{'fetched in total B':24} {zstd_bytes:>12.0f} {esgz_bytes:>12.0f} "
+          f"{zstd_bytes / esgz_bytes:>8.2f} {go_zstd['fetched_total']:>12.0f} "
+          f"{zstd_bytes / go_zstd['fetched_total']:>8.2f}")
+    print("targets: rpull ratio <= 1.0, every-file ratio <= 1.5, zstd:chunked every file <= "
+          "our eStargz")
     return 0
 
 

@@ -57,13 +57,6 @@ UPSTREAM: dict[str, set[str]] = {
     "get-toc-digest": {"--zstdchunked", "--dump-toc"},
 }
 
-# zstd:chunked arrives with its own change; until then these upstream flags are not checked.
-# Remove this set (and its use below) when the zstd:chunked flags land in the parser.
-PENDING_ZSTD = {
-    "--zstdchunked", "--zstdchunked-record-in", "--zstdchunked-compression-level",
-    "--zstdchunked-chunk-size",
-}
-
 _POSITIONALS = {"": ["i", "ls"], "pull": ["r"], "push": ["r"], "rpull": ["r"],
                 "convert": ["a", "b"], "get-toc-digest": ["r", "sha256:" + "0" * 64]}
 
@@ -91,8 +84,7 @@ def _value(action: argparse.Action, flag: str) -> list[str]:
     return ["linux/amd64" if flag == "--platform" else "x"]
 
 
-CASES = [(verb, flag) for verb, flags in UPSTREAM.items() for flag in sorted(flags)
-         if flag not in PENDING_ZSTD]
+CASES = [(verb, flag) for verb, flags in UPSTREAM.items() for flag in sorted(flags)]
 
 
 @pytest.mark.parametrize(("verb", "flag"), CASES, ids=[f"{v or 'global'}{f}" for v, f in CASES])

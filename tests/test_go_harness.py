@@ -129,7 +129,8 @@ def test_build_then_read_chunked(
     built = run_harness(go_harness, "build", src, blob_path, "-chunk-size", str(CHUNK))
     blob = blob_path.read_bytes()
 
-    assert set(built) == {"toc_digest", "diff_id", "size", "seconds", "missed"}
+    assert set(built) == {"toc_digest", "diff_id", "size", "seconds", "missed", "annotations"}
+    assert built["annotations"] == {}  # (zstd:chunked's manifest position and checksum)
     assert built["size"] == len(blob)
     assert built["missed"] == []
     assert built["seconds"] >= 0

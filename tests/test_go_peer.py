@@ -67,7 +67,11 @@ def test_go_snapshotter_lazily_runs_our_image(
     store = tmp_path / "store"
     estargz(store, "i", "convert", "--oci", "--estargz", src, ours)  # pulls the source first
     estargz(store, "i", "push", ours)
+    assert_go_runs_lazily(ours)
 
+
+def assert_go_runs_lazily(ours: str) -> None:
+    """The Go snapshotter mounts both layers of the test image ``ours`` lazily and runs it."""
     big = bytes(range(256)) * 40_000
     with go_peer() as peer:
         before = len(peer.stargz_mounts())

@@ -395,6 +395,7 @@ def test_digests_and_sizes(options: dict[str, object]) -> None:
         "size": len(blob),
         "uncompressed_size": len(raw),
         "engine": result.engine,
+        "compression": "gzip",
         "compression_level": 9,
         "missed_prioritized": [],
     }

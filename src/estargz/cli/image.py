@@ -140,18 +140,46 @@ def _cmd_push(args: argparse.Namespace) -> int:
 # --- convert --------------------------------------------------------------------------------
 
 
+def _zstdchunked_flags(args: argparse.Namespace) -> tuple[int, str | None]:
+    """The chunk size and record file of a conversion: ctr-remote spells them
+    ``--zstdchunked-*`` for zstd:chunked now, ``--estargz-*`` in older releases; both are
+    taken, and refused together unless they agree."""
+    zstd_flags = {
+        "--zstdchunked-compression-level": args.zstdchunked_compression_level is not None,
+        "--zstdchunked-chunk-size": args.zstdchunked_chunk_size is not None,
+        "--zstdchunked-record-in": args.zstdchunked_record_in is not None,
+    }
+    for flag, used in zstd_flags.items():
+        if used and not args.zstdchunked:
+            raise BuildError(f"{flag} needs --zstdchunked")
+    chunk_size = args.estargz_chunk_size
+    if args.zstdchunked_chunk_size is not None:
+        if chunk_size and chunk_size != args.zstdchunked_chunk_size:
+            raise BuildError("--estargz-chunk-size and --zstdchunked-chunk-size disagree")
+        chunk_size = args.zstdchunked_chunk_size
+    record = args.estargz_record_in
+    if args.zstdchunked_record_in is not None:
+        if record and record != args.zstdchunked_record_in:
+            raise BuildError("--estargz-record-in and --zstdchunked-record-in disagree")
+        record = args.zstdchunked_record_in
+    return chunk_size or 4 << 20, record
+
+
 def _convert_options(args: argparse.Namespace, gunzip: tuple[str, ...] | None
                      ) -> ConvertOptions:
     from estargz.image.convert import ConvertOptions, read_record_in
 
+    chunk_size, record_file = _zstdchunked_flags(args)
     # the record file is read only once the flags are known to fit together
-    record: dict[int, list[str]] | None = {} if args.estargz_record_in else None
+    record: dict[int, list[str]] | None = {} if record_file else None
     options = ConvertOptions(
         oci=args.oci,
         estargz=args.estargz,
+        zstdchunked=args.zstdchunked,
         uncompress=args.uncompress,
         compression_level=args.estargz_compression_level,
-        chunk_size=args.estargz_chunk_size or 4 << 20,
+        zstd_compression_level=args.zstdchunked_compression_level or 3,
+        chunk_size=chunk_size,
         min_chunk_size=args.estargz_min_chunk_size,
         external_toc=args.estargz_external_toc,
         keep_diff_id=args.estargz_keep_diff_id,
@@ -162,8 +190,8 @@ def _convert_options(args: argparse.Namespace, gunzip: tuple[str, ...] | None
         gunzip=gunzip,
     )
     options.check()
-    if args.estargz_record_in:
-        options = replace(options, record_in=read_record_in(args.estargz_record_in))
+    if record_file:
+        options = replace(options, record_in=read_record_in(record_file))
     return options
 
 

@@ -207,7 +207,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{view.name} {view.top.digest} ({'store' if view.local else 'registry'})")
     for r in rows:
         overhead = f"{r['overhead']:+.1%}" if r["overhead"] is not None else "-"
-        verdict = "lazy" if r["estargz"] else f"NOT lazy: {r['reason']}"
+        verdict = f"NOT lazy: {r['reason']}"
+        if r["estargz"]:
+            verdict = "zstd:chunked, lazy" if r["footer"] == "zstdchunked" else "lazy"
         print(f"  [{r['platform'] or '-'} #{r['index']}] {r['digest'][:19]} {r['size']:>10} B  "
               f"{verdict}")
         if r["estargz"]:

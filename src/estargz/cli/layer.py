@@ -33,6 +33,7 @@ def _convert(args: argparse.Namespace) -> int:
         prioritized_files=tuple(prioritized),
         allow_missing_prioritized=args.allow_missing_prioritized,
         compression_level=args.compression_level,
+        compression="zstd" if args.zstdchunked else "gzip",
         external_toc=args.external_toc is not None,
         keep_diff_id=args.keep_diff_id,
         workers=args.workers,

@@ -89,16 +89,19 @@ def add_layer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     layer = sub.add_parser("layer", help="work on single layer blobs")
     cmds = layer.add_subparsers(dest="layer_command", required=True, metavar="COMMAND")
 
-    p = cmds.add_parser("convert", help="tar or tar.gz to eStargz")
-    p.add_argument("input", metavar="IN", help="tar or tar.gz ('-' for stdin)")
+    p = cmds.add_parser("convert", help="tar, tar.gz or tar.zst to eStargz (or zstd:chunked)")
+    p.add_argument("input", metavar="IN", help="tar, tar.gz or tar.zst ('-' for stdin)")
     p.add_argument("output", metavar="OUT", help="eStargz blob ('-' for stdout)")
+    p.add_argument("--zstdchunked", action="store_true",
+                   help="write zstd:chunked (zstd frames) instead of eStargz (gzip members)")
     p.add_argument("--chunk-size", type=parse_size, default=4 << 20, metavar="N")
     p.add_argument("--min-chunk-size", type=parse_size, default=0, metavar="N",
                    help="pack small payloads into shared gzip members (innerOffset)")
     p.add_argument("--prioritized-files", metavar="FILE", help="paths to put first, one a line")
     p.add_argument("--allow-missing-prioritized", action="store_true",
                    help="warn instead of failing when a prioritized path is not in the tar")
-    p.add_argument("--compression-level", type=int, default=9, metavar="L", choices=range(1, 10))
+    p.add_argument("--compression-level", type=int, metavar="L", choices=range(1, 23),
+                   help="gzip 1-9 (default 9); zstd 1-22 (default 3)")
     p.add_argument("--external-toc", metavar="TOC_OUT", help="write the TOC blob here")
     p.add_argument("--keep-diff-id", action="store_true",
                    help="keep the uncompressed tar byte-identical (needs --external-toc)")
@@ -159,7 +162,8 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("local", metavar="LOCAL", nargs="?", help="store name (default: REF)")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_push"))
 
-    p = command("convert", "convert an image (to eStargz with --estargz)")
+    p = command("convert", "convert an image (to eStargz with --estargz, zstd:chunked with "
+                "--zstdchunked)")
     add_registry_flags(p)
     _platform_flags(p)
     p.add_argument("--oci", action="store_true", help="convert Docker media types to OCI")
@@ -184,6 +188,15 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="move TOCs into the TOC image DST-esgztoc")
     p.add_argument("--estargz-keep-diff-id", action="store_true",
                    help="keep the uncompressed layers (diffIDs) unchanged")
+    p.add_argument("--zstdchunked", action="store_true",
+                   help="convert layers to zstd:chunked (needs --oci); --estargz-chunk-size "
+                        "and --estargz-record-in apply to it too")
+    p.add_argument("--zstdchunked-compression-level", type=int, metavar="L",
+                   choices=range(1, 23), help="zstd level (default 3)")
+    p.add_argument("--zstdchunked-chunk-size", type=parse_size, metavar="SIZE",
+                   help="bytes per chunk (default 4 MiB)")
+    p.add_argument("--zstdchunked-record-in", metavar="FILE",
+                   help="prioritized files per layer, from `optimize --record-out`")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
     p.set_defaults(func=_deferred("estargz.cli.image", "_cmd_convert"), collect_on_failure=True)
@@ -215,6 +228,8 @@ def add_image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = command("get-toc-digest", "print the TOC digest of a layer")
     add_registry_flags(p)
     p.add_argument("--dump-toc", action="store_true", help="print the TOC JSON instead")
+    p.add_argument("--zstdchunked", action="store_true",
+                   help="the layer is zstd:chunked (optional: the footer says which format)")
     p.add_argument("ref", metavar="REF", nargs="?",
                    help="the image of the layer (default: the layer among the store's blobs)")
     p.add_argument("layer", metavar="LAYER_DIGEST")

@@ -1,33 +1,56 @@
-"""The three footers an eStargz reader must recognise, built byte by byte.
+"""The footers a reader must recognise (three of eStargz, one of zstd:chunked), built byte by
+byte.
 
 Python's ``gzip`` module cannot write the FEXTRA field, so the bytes are assembled here; the
-layout is spelled out in :mod:`estargz.format.types`.
+layouts are spelled out in :mod:`estargz.format.types`. The zstd:chunked footer is a skippable
+frame of fixed fields, so it needs no zstd library.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from estargz.errors import InvalidFooter
-from estargz.format.types import EXTERNAL_FOOTER_SIZE, FOOTER_SIZE, LEGACY_FOOTER_SIZE
+from estargz.format.types import (
+    EXTERNAL_FOOTER_SIZE,
+    FOOTER_SIZE,
+    LEGACY_FOOTER_SIZE,
+    MANIFEST_TYPE_CRFS,
+    SKIPPABLE_HEADER_SIZE,
+    SKIPPABLE_MAGIC,
+    ZSTD_CHUNKED_FOOTER_SIZE,
+    ZSTD_MANIFEST_POSITION_ANNOTATION,
+)
 
-__all__ = ["Footer", "external_footer", "estargz_footer", "parse_footer"]
+__all__ = ["Footer", "external_footer", "estargz_footer", "parse_footer", "zstd_toc_hint",
+           "zstdchunked_footer"]
 
 _GZIP_HEAD = b"\x1f\x8b\x08\x04" + b"\x00\x00\x00\x00" + b"\x00\xff"  # FEXTRA, MTIME 0, OS 255
 _EMPTY_TAIL = b"\x01\x00\x00\xff\xff" + b"\x00" * 8  # stored empty final block, CRC 0, ISIZE 0
 _MAGIC = b"STARGZ"
 _EXTERNAL_MAGIC = b"STARGZEXTERNALTOC"
+_ZSTD_FOOTER = struct.Struct("<4sIQQQQ8s")
+_ZSTD_MAGIC = b"GnUlInUx"
 
 
 @dataclass(frozen=True, slots=True)
 class Footer:
     """What a footer says: its kind, its size, and where the TOC member starts (if inside)."""
 
-    kind: str  # "estargz" | "external" | "legacy"
+    kind: str  # "estargz" | "external" | "legacy" | "zstdchunked"
     size: int
     toc_offset: int | None
+
+    @property
+    def data_end(self) -> int | None:
+        """Where the chunks end, for a footer that locates its TOC: the TOC's member, or the
+        skippable frame that holds the TOC's zstd frame."""
+        if self.toc_offset is None:
+            return None
+        return self.toc_offset - (SKIPPABLE_HEADER_SIZE if self.kind == "zstdchunked" else 0)
 
 
 def _member(extra: bytes) -> bytes:
@@ -47,6 +70,12 @@ def external_footer() -> bytes:
     out = _member(b"SG" + struct.pack("<H", len(_EXTERNAL_MAGIC)) + _EXTERNAL_MAGIC)
     assert len(out) == EXTERNAL_FOOTER_SIZE
     return out
+
+
+def zstdchunked_footer(toc_offset: int, toc_size: int, toc_raw_size: int) -> bytes:
+    """The 48-byte zstd:chunked footer: a skippable frame locating the TOC's zstd frame."""
+    return _ZSTD_FOOTER.pack(SKIPPABLE_MAGIC, ZSTD_CHUNKED_FOOTER_SIZE - SKIPPABLE_HEADER_SIZE,
+                             toc_offset, toc_size, toc_raw_size, MANIFEST_TYPE_CRFS, _ZSTD_MAGIC)
 
 
 def _extra_field(member: bytes) -> bytes:
@@ -106,6 +135,29 @@ def _try_legacy(tail: bytes) -> Footer:
     return Footer("legacy", LEGACY_FOOTER_SIZE, _parse_offset(extra[:16], "legacy"))
 
 
+def _try_zstdchunked(tail: bytes) -> Footer:
+    magic, length, offset, _size, _raw, kind, footer_magic = _ZSTD_FOOTER.unpack(
+        tail[-ZSTD_CHUNKED_FOOTER_SIZE:])
+    if magic != SKIPPABLE_MAGIC or length != _ZSTD_FOOTER.size - SKIPPABLE_HEADER_SIZE:
+        raise InvalidFooter("zstd:chunked: no skippable frame of 40 bytes")
+    if footer_magic != _ZSTD_MAGIC:
+        raise InvalidFooter("zstd:chunked: magic GnUlInUx missing")
+    if kind != MANIFEST_TYPE_CRFS:
+        raise InvalidFooter(f"zstd:chunked: manifest type {kind}, want {MANIFEST_TYPE_CRFS}")
+    if offset < SKIPPABLE_HEADER_SIZE:
+        raise InvalidFooter(f"zstd:chunked: TOC offset {offset} leaves no room for its frame")
+    return Footer("zstdchunked", ZSTD_CHUNKED_FOOTER_SIZE, offset)
+
+
+def zstd_toc_hint(annotations: Mapping[str, str]) -> int:
+    """Where a layer's zstd:chunked manifest-position annotation puts the TOC frame (0: no
+    usable annotation; the footer is then the only guide, as for the Go snapshotter)."""
+    parts = annotations.get(ZSTD_MANIFEST_POSITION_ANNOTATION, "").split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return 0
+    return int(parts[0])
+
+
 def parse_footer(tail: bytes) -> Footer:
     """Recognise the footer at the end of ``tail`` (the last 51 bytes of a blob, or fewer).
 
@@ -116,6 +168,7 @@ def parse_footer(tail: bytes) -> Footer:
         (FOOTER_SIZE, _try_estargz),
         (EXTERNAL_FOOTER_SIZE, _try_external),
         (LEGACY_FOOTER_SIZE, _try_legacy),
+        (ZSTD_CHUNKED_FOOTER_SIZE, _try_zstdchunked),
     ):
         if len(tail) < size:
             causes.append(f"blob shorter than a {size}-byte footer")

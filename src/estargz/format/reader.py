@@ -17,7 +17,7 @@ import itertools
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, lt
 from typing import Protocol
@@ -31,8 +31,9 @@ from estargz.errors import (
     NotFound,
     TOCDigestMismatch,
 )
+from estargz.format.codec import decompressor
 from estargz.format.compression import inflate_member
-from estargz.format.footer import Footer, parse_footer
+from estargz.format.footer import Footer, parse_footer, zstd_toc_hint
 from estargz.format.source import BlobSource, SourceFile, as_source
 from estargz.format.tarscan import clean_name
 from estargz.format.toc import decode_toc, paused_gc, toc_digest
@@ -41,6 +42,7 @@ from estargz.format.types import (
     MAX_CHUNK_SIZE,
     MAX_TOC_SIZE,
     PREFETCH_LANDMARK,
+    SKIPPABLE_HEADER_SIZE,
     TOC_TAR_NAME,
     TOCEntry,
 )
@@ -61,6 +63,10 @@ _TAIL_GUESS = 512 << 10
 """Bytes read from the end at open: footer and, usually, the whole TOC in one request (a
 debian root file system's TOC of 6,780 entries is 310 KB compressed; a second round trip to a
 remote registry costs more than the extra bytes)."""
+
+
+_HINTED_TAIL_LIMIT = 64 << 20
+"""The most an annotation may make the first read fetch (a larger TOC costs a second read)."""
 
 
 class ChunkCache(Protocol):
@@ -239,16 +245,26 @@ def read_toc(
     blob: BlobSource | bytes | str,
     *,
     external_toc: bytes | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> RawTOC:
-    """Read the footer and the TOC bytes of an eStargz blob (usually one request).
+    """Read the footer and the TOC bytes of an eStargz or zstd:chunked blob (usually one
+    request).
 
     ``external_toc`` is the TOC blob of a layer built with an external TOC (46-byte footer).
+    ``annotations`` (the layer descriptor's) may locate a zstd:chunked TOC: then it is read
+    in the same request as the footer however large, and must be where the footer says.
     """
     source = as_source(blob)
     size = source.size
+    hint = zstd_toc_hint(annotations or {})
     tail_len = min(size, _TAIL_GUESS)
+    if hint and size - hint <= _HINTED_TAIL_LIMIT:
+        tail_len = min(size, max(tail_len, size - hint + SKIPPABLE_HEADER_SIZE))
     tail = _read_exact(source, size - tail_len, tail_len, "footer")
     footer = parse_footer(tail[-FOOTER_SIZE:])
+    if hint and footer.toc_offset != hint:
+        raise InvalidTOC(f"the layer's annotation puts the TOC at offset {hint}, its footer "
+                         f"at {footer.toc_offset}")
     data_end = size - footer.size
     if footer.toc_offset is None:
         if external_toc is None:
@@ -267,6 +283,11 @@ def read_toc(
         member = tail[start : tail_len - footer.size]
     else:
         member = _read_exact(source, toc_offset, data_end - toc_offset, "TOC")
+    if footer.kind == "zstdchunked":
+        from estargz.format.zstdchunked import toc_json as zstd_toc_json
+
+        return RawTOC(source, footer, zstd_toc_json(member, f"TOC at offset {toc_offset}"),
+                      toc_offset - SKIPPABLE_HEADER_SIZE)
     raw = inflate_member(member, MAX_TOC_SIZE + 4096, f"TOC at offset {toc_offset}")
     toc_json = _tar_payload(raw, f"TOC at offset {toc_offset}")
     return RawTOC(source, footer, toc_json, toc_offset)
@@ -276,12 +297,13 @@ def open_blob(
     blob: BlobSource | bytes | str,
     *,
     external_toc: bytes | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> UnverifiedBlob:
-    """Read the footer and the TOC of an eStargz blob, and parse the TOC.
+    """Read the footer and the TOC of an eStargz or zstd:chunked blob, and parse the TOC.
 
-    ``external_toc`` is the TOC blob of a layer built with an external TOC (46-byte footer).
+    ``external_toc`` and ``annotations``: as for :func:`read_toc`.
     """
-    return read_toc(blob, external_toc=external_toc).decode()
+    return read_toc(blob, external_toc=external_toc, annotations=annotations).decode()
 
 
 class _LRU:
@@ -372,6 +394,7 @@ class BlobReader:
         self._cache = _LRU(cache_bytes)
         self._chunk_cache = chunk_cache
         self._in_flight = _InFlight()
+        self._decompress = decompressor(blob.footer.kind)  # gzip members or zstd frames
         self.prefetch_size = blob.prefetch_size
         with paused_gc():
             self._index()
@@ -663,7 +686,7 @@ class BlobReader:
             self.source, chunk.offset, chunk.member_end - chunk.offset, what
         )
         need = chunk.inner_offset + chunk.size
-        raw = inflate_member(compressed, need, what)
+        raw = self._decompress(compressed, need, what)
         if len(raw) < need:
             raise FormatError(
                 f"{what}: innerOffset {chunk.inner_offset} + size {chunk.size} is past the end "
@@ -787,7 +810,7 @@ class BlobReader:
             need = c.inner_offset + c.size
             if raw is None or len(raw) < need:
                 what = f"{name!r} at file offset {c.chunk_offset} (blob offset {c.offset})"
-                raw = inflate_member(
+                raw = self._decompress(
                     memoryview(data)[c.offset - start : c.member_end - start],
                     needs[c.offset],
                     what,

@@ -22,11 +22,13 @@ __all__ = [
     "FileSource",
     "SourceFile",
     "as_source",
+    "compressed_magic",
     "gzip_magic",
     "spool_tar",
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 @runtime_checkable
@@ -163,6 +165,11 @@ def gzip_magic(head: bytes) -> bool:
     return head[:3] == _GZIP_MAGIC
 
 
+def compressed_magic(head: bytes) -> bool:
+    """Whether ``head`` (4 bytes) starts a gzip or a zstd stream rather than a tar."""
+    return head[:3] == _GZIP_MAGIC or head[:4] == _ZSTD_MAGIC
+
+
 class _Prefixed(io.RawIOBase):
     """A stream with some bytes already read from it put back in front."""
 
@@ -237,7 +244,8 @@ def _regular_fd(stream: BinaryIO, back: int) -> int | None:
 
 def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None,
               gunzip: Sequence[str] | None = None) -> FileSource:
-    """Copy a tar (or tar.gz, decompressed on the way) from a stream into an unnamed temp file.
+    """Copy a tar (or tar.gz or tar.zst, decompressed on the way) from a stream into an unnamed
+    temp file (a zstd:chunked blob gives its tar: its TOC and footer are skippable frames).
 
     ``head`` holds the bytes already read from the stream to sniff its type; ``gunzip`` is an
     external command that decompresses standard input to standard output (default: zlib-ng
@@ -252,6 +260,10 @@ def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None,
 
             with gzip_ng.GzipFile(fileobj=_Prefixed(head, stream), mode="rb") as gz:  # type: ignore[no-untyped-call]
                 shutil.copyfileobj(gz, tmp, 1 << 20)
+        elif head[:4] == _ZSTD_MAGIC:
+            from estargz.format.zstdchunked import copy_decompressed
+
+            copy_decompressed(_Prefixed(head, stream), tmp)
         else:
             tmp.write(head)
             shutil.copyfileobj(stream, tmp, 1 << 20)

@@ -15,17 +15,23 @@ __all__ = [
     "LANDMARK_CONTENTS",
     "LANDMARK_NAMES",
     "LEGACY_FOOTER_SIZE",
+    "MANIFEST_TYPE_CRFS",
     "MAX_CHUNK_SIZE",
     "MAX_DEVICE",
     "MAX_ID",
     "MAX_TOC_SIZE",
     "NO_PREFETCH_LANDMARK",
     "PREFETCH_LANDMARK",
+    "SKIPPABLE_HEADER_SIZE",
+    "SKIPPABLE_MAGIC",
     "STORE_UNCOMPRESSED_SIZE_ANNOTATION",
     "TOC_JSON_DIGEST_ANNOTATION",
     "TOC_LAYER_DIGEST_ANNOTATION",
     "TOC_TAR_NAME",
     "TOCEntry",
+    "ZSTD_CHUNKED_FOOTER_SIZE",
+    "ZSTD_MANIFEST_CHECKSUM_ANNOTATION",
+    "ZSTD_MANIFEST_POSITION_ANNOTATION",
 ]
 
 TOC_TAR_NAME = "stargz.index.json"
@@ -54,6 +60,20 @@ def _limit(variable: str, default: int) -> int:
     return int(text) if text.isdigit() and int(text) > 0 else default
 
 
+# Footer of a zstd:chunked blob: a zstd skippable frame.
+#    8  skippable frame header: LE32 0x184D2A50, LE32 40 (payload size)
+#    8  LE64 offset of the TOC's zstd frame (just past its own skippable frame header)
+#    8  LE64 compressed TOC length
+#    8  LE64 uncompressed TOC length
+#    8  LE64 manifest type: 1, the CRFS TOC
+#    8  magic "GnUlInUx"
+#   --
+#   48
+ZSTD_CHUNKED_FOOTER_SIZE = 48
+SKIPPABLE_HEADER_SIZE = 8
+SKIPPABLE_MAGIC = b"\x50\x2a\x4d\x18"
+MANIFEST_TYPE_CRFS = 1
+
 CHUNK_SIZE_DEFAULT = 4 << 20
 MAX_CHUNK_SIZE = _limit("ESTARGZ_MAX_CHUNK_SIZE", 1 << 30)
 """Largest chunk a reader inflates into memory; a TOC asking for more is refused (bytes;
@@ -70,6 +90,10 @@ LANDMARK_CONTENTS = b"\x0f"
 TOC_JSON_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 STORE_UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"
 TOC_LAYER_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/layer.digest"
+ZSTD_MANIFEST_CHECKSUM_ANNOTATION = "io.containers.zstd-chunked.manifest-checksum"
+"""zstd:chunked: sha256 of the compressed TOC frame (the TOC digest is that of the JSON)."""
+ZSTD_MANIFEST_POSITION_ANNOTATION = "io.containers.zstd-chunked.manifest-position"
+"""zstd:chunked: ``offset:compressed length:uncompressed length:1`` of the TOC frame."""
 
 ENTRY_TYPES = frozenset({"dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"})
 

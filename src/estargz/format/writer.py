@@ -1,5 +1,8 @@
 """Build an eStargz blob from a tar (or tar.gz): plan gzip members, compress them in parallel.
 
+With ``compression="zstd"`` the same plan makes a zstd:chunked blob: each member is a zstd
+frame instead, and the TOC and footer are those of :mod:`estargz.format.zstdchunked`.
+
 The blob's shape is decided up front by a single pass over the tar index (which bytes go into
 which gzip member, and where each payload chunk starts), so it never depends on the number of
 threads: members are then compressed independently by a thread pool (deflate releases the GIL)
@@ -20,14 +23,15 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from estargz.errors import BuildError, InvalidTar
-from estargz.format.compression import INFLATE_ERRORS, Engine, get_engine
+from estargz.format.codec import Codec, get_codec
+from estargz.format.compression import INFLATE_ERRORS, get_engine
 from estargz.format.footer import estargz_footer, external_footer
 from estargz.format.order import order_members
 from estargz.format.source import (
     BlobSource,
     FileSource,
     SourceFile,
-    gzip_magic,
+    compressed_magic,
     spool_tar,
 )
 from estargz.format.tarscan import TarMember, clean_name, entry_for, scan_tar
@@ -47,6 +51,8 @@ __all__ = ["BuildOptions", "BuildResult", "build", "build_toc_blob"]
 _BLOCK = 512
 _END_OF_ARCHIVE = b"\x00" * (2 * _BLOCK)
 _INFLIGHT_BYTES_PER_WORKER = 24 << 20
+_BATCH_BYTES = 1 << 20
+"""Members go to the compression threads in batches of at least this many bytes."""
 _HEADER_RUN_LIMIT = 32 << 20
 """A member holding only headers is closed past this size, to bound memory on huge tars."""
 
@@ -64,7 +70,10 @@ class BuildOptions:
       by ``.prefetch.landmark``; with none, ``.no.prefetch.landmark`` comes first. A name not
       in the tar is an error unless ``allow_missing_prioritized`` (then reported in
       :attr:`BuildResult.missed_prioritized`).
-    - ``compression_level``: 1 (fast) to 9 (small, the default as upstream).
+    - ``compression``: ``"gzip"`` (eStargz) or ``"zstd"`` (zstd:chunked, which keeps its TOC
+      inside: no external TOC, no keep-diff-id, no deflate engine).
+    - ``compression_level``: gzip 1 (fast) to 9 (small, the default as upstream); zstd 1 to
+      22 (default 3, as upstream).
     - ``external_toc``: the blob ends with the 46-byte footer; the TOC is returned as
       :attr:`BuildResult.toc_blob` (a tar.gz holding ``stargz.index.json``).
     - ``keep_diff_id``: the tar bytes pass through unchanged (no landmark, no TOC entry,
@@ -82,7 +91,8 @@ class BuildOptions:
     min_chunk_size: int = 0
     prioritized_files: Sequence[str] = ()
     allow_missing_prioritized: bool = False
-    compression_level: int = 9
+    compression_level: int | None = None
+    compression: str = "gzip"
     external_toc: bool = False
     keep_diff_id: bool = False
     workers: int | None = None
@@ -96,8 +106,11 @@ class BuildOptions:
             raise BuildError(f"chunk size must be between 1 and {MAX_CHUNK_SIZE} bytes")
         if self.min_chunk_size < 0:
             raise BuildError("min chunk size must not be negative")
-        if not 1 <= self.compression_level <= 9:
-            raise BuildError(f"compression level must be 1-9, got {self.compression_level}")
+        self.codec()
+        if self.compression == "zstd" and (self.external_toc or self.keep_diff_id):
+            raise BuildError(
+                "zstd:chunked keeps its TOC inside the blob: no external TOC, no keep-diff-id"
+            )
         if self.workers is not None and self.workers < 1:
             raise BuildError("workers must be at least 1")
         if self.keep_diff_id and not self.external_toc:
@@ -110,15 +123,19 @@ class BuildOptions:
                 "keep-diff-id cannot reorder files: prioritized files and landmarks would "
                 "change the uncompressed tar"
             )
-        try:
-            get_engine(self.engine)
-        except ValueError as exc:
-            raise BuildError(str(exc)) from None
+
+    def codec(self) -> Codec:
+        """The compression, level and engine these options ask for (raises if unknown)."""
+        return get_codec(self.compression, self.compression_level, self.engine)
 
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """What a build produced; ``engine`` and ``compression_level`` say how to reproduce it."""
+    """What a build produced; ``engine`` and ``compression_level`` say how to reproduce it.
+
+    ``annotations``: the layer annotations the format itself asks for beyond the TOC digest
+    and uncompressed size (zstd:chunked's manifest checksum and position).
+    """
 
     toc_digest: str
     diff_id: str
@@ -131,6 +148,8 @@ class BuildResult:
     engine: str
     compression_level: int
     missed_prioritized: list[str] = field(default_factory=list)
+    compression: str = "gzip"
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -140,8 +159,10 @@ class BuildResult:
             "size": self.size,
             "uncompressed_size": self.uncompressed_size,
             "engine": self.engine,
+            "compression": self.compression,
             "compression_level": self.compression_level,
             "missed_prioritized": self.missed_prioritized,
+            **({"annotations": self.annotations} if self.annotations else {}),
         }
 
 
@@ -354,7 +375,12 @@ class _MemberResult:
     chunk_digests: list[str]
 
 
-def _compress(plan: _MemberPlan, source: FileSource, engine: Engine, level: int) -> _MemberResult:
+def _compress_batch(plans: list[_MemberPlan], source: FileSource, codec: Codec
+                    ) -> list[_MemberResult]:
+    return [_compress(plan, source, codec) for plan in plans]
+
+
+def _compress(plan: _MemberPlan, source: FileSource, codec: Codec) -> _MemberResult:
     raw = bytearray(plan.size)
     view = memoryview(raw)
     pos = 0
@@ -372,7 +398,7 @@ def _compress(plan: _MemberPlan, source: FileSource, engine: Engine, level: int)
         "sha256:" + hashlib.sha256(view[c.raw_start : c.raw_start + c.length]).hexdigest()
         for c in plan.chunks
     ]
-    return _MemberResult(raw, engine.gzip_member(view, level), digests)
+    return _MemberResult(raw, codec.compress(view), digests)
 
 
 class _Output:
@@ -412,8 +438,7 @@ def _run(
     planner: _Planner,
     out: _Output,
     source: FileSource,
-    engine: Engine,
-    level: int,
+    codec: Codec,
     workers: int,
 ) -> None:
     """Drive the planner, compress what it makes ready, write results in order."""
@@ -421,30 +446,48 @@ def _run(
         for _ in plans:
             while planner.ready:
                 plan = planner.ready.popleft()
-                out.write_member(plan, _compress(plan, source, engine, level))
+                out.write_member(plan, _compress(plan, source, codec))
         return
-    inflight: deque[tuple[_MemberPlan, Future[_MemberResult]]] = deque()
+    Batch = list[_MemberPlan]
+    inflight: deque[tuple[Batch, int, Future[list[_MemberResult]]]] = deque()
     # Results are written in order, so one slow member holds the others back: keep enough
-    # queued that every thread stays busy, bounded in bytes to bound memory.
-    max_members = 8 * workers
+    # queued that every thread stays busy, bounded in bytes to bound memory. Small members go
+    # to the pool in batches: a small file's zstd frame takes less time than a task's round
+    # trip through the pool, which left the threads idle.
+    max_batches = 8 * workers
     max_bytes = _INFLIGHT_BYTES_PER_WORKER * workers
     queued = 0
+    batch: Batch = []
+    batch_bytes = 0
+
+    def write_oldest() -> int:
+        plans, size, fut = inflight.popleft()
+        for plan, result in zip(plans, fut.result(), strict=True):
+            out.write_member(plan, result)
+        return size
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="estargz-deflate") as pool:
         try:
             for _ in plans:
                 while planner.ready:
                     plan = planner.ready.popleft()
-                    inflight.append((plan, pool.submit(_compress, plan, source, engine, level)))
-                    queued += plan.size
-                    while len(inflight) > max_members or (queued > max_bytes and len(inflight) > 1):
-                        done_plan, fut = inflight.popleft()
-                        out.write_member(done_plan, fut.result())
-                        queued -= done_plan.size
+                    batch.append(plan)
+                    batch_bytes += plan.size
+                    if batch_bytes < _BATCH_BYTES:
+                        continue
+                    inflight.append((batch, batch_bytes,
+                                     pool.submit(_compress_batch, batch, source, codec)))
+                    queued += batch_bytes
+                    batch, batch_bytes = [], 0
+                    while len(inflight) > max_batches or (queued > max_bytes and len(inflight) > 1):
+                        queued -= write_oldest()
+            if batch:
+                inflight.append((batch, batch_bytes,
+                                 pool.submit(_compress_batch, batch, source, codec)))
             while inflight:
-                done_plan, fut = inflight.popleft()
-                out.write_member(done_plan, fut.result())
+                write_oldest()
         finally:
-            for _, fut in inflight:
+            for _, _, fut in inflight:
                 fut.cancel()
 
 
@@ -462,7 +505,8 @@ def build_toc_blob(toc_json: bytes, level: int = 9, engine: str | None = None) -
 
 def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str | None,
               gunzip: tuple[str, ...] | None = None) -> FileSource:
-    """A positional-read view of the uncompressed tar, unpacking gzip input to a temp file."""
+    """A positional-read view of the uncompressed tar, unpacking gzip or zstd input to a temp
+    file (``gunzip``: an external gzip decompressor)."""
     import gzip
 
     corrupt: tuple[type[Exception], ...] = (EOFError, gzip.BadGzipFile, *INFLATE_ERRORS)
@@ -470,19 +514,19 @@ def _open_tar(src: str | os.PathLike[str] | BinaryIO | BlobSource, tmpdir: str |
     try:
         if isinstance(src, str | os.PathLike):
             source = FileSource(src)
-            if not gzip_magic(source.read_at(0, 3)):
+            if not compressed_magic(source.read_at(0, 4)):
                 return source
             source.close()
             with open(src, "rb") as f:
-                return spool_tar(f, f.read(3), tmpdir, gunzip)
-        if isinstance(src, FileSource) and not gzip_magic(src.read_at(0, 3)):
+                return spool_tar(f, f.read(4), tmpdir, gunzip)
+        if isinstance(src, FileSource) and not compressed_magic(src.read_at(0, 4)):
             return FileSource.from_fd(src.fileno)
         if isinstance(src, BlobSource):
             stream = io.BufferedReader(SourceFile(src))
-            # the head tells gzip from tar
-            return spool_tar(stream, stream.read(3), tmpdir, gunzip)
-        head = src.read(3)
-        if not gzip_magic(head):
+            # the head tells what it is
+            return spool_tar(stream, stream.read(4), tmpdir, gunzip)
+        head = src.read(4)
+        if not compressed_magic(head):
             try:
                 fd = src.fileno()
                 base = src.tell() - len(head)
@@ -509,8 +553,8 @@ def build(
     """
     options = options or BuildOptions()
     options.check()
-    engine = get_engine(options.engine)
-    level = options.compression_level
+    codec = options.codec()
+    zstd = codec.name == "zstd"
     workers = options.workers or os.cpu_count() or 1
     source = _open_tar(src, options.tmpdir, options.gunzip)
     try:
@@ -528,27 +572,34 @@ def build(
             for group in groups:
                 entries.extend(group)
                 yield None
-            if options.external_toc and not options.keep_diff_id:
+            if (options.external_toc and not options.keep_diff_id) or zstd:
                 planner.add_bytes(_END_OF_ARCHIVE)  # keep the tar well-formed without a TOC
             planner.cut()
             yield None
 
         out = _Output(dst)
-        _run(steps(), planner, out, source, engine, level, workers)
+        _run(steps(), planner, out, source, codec, workers)
     finally:
         source.close()
 
     toc_json = encode_toc(entries)
     toc_blob: bytes | None = None
-    if options.external_toc:
-        toc_blob = build_toc_blob(toc_json, level, options.engine)
+    annotations: dict[str, str] = {}
+    if zstd:
+        from estargz.format.zstdchunked import toc_tail
+
+        tail = toc_tail(toc_json, out.offset, codec.level)
+        out.write_raw(tail.data)
+        annotations = tail.annotations
+    elif options.external_toc:
+        toc_blob = build_toc_blob(toc_json, codec.level, options.engine)
         out.write_raw(external_footer())
     else:
         toc_offset = out.offset
         toc_raw = _toc_tar(toc_json) + _END_OF_ARCHIVE
         out.diff_hash.update(toc_raw)
         out.uncompressed += len(toc_raw)
-        out.write_raw(engine.gzip_member(toc_raw, level))
+        out.write_raw(codec.compress(toc_raw))
         out.write_raw(estargz_footer(toc_offset))
     return BuildResult(
         toc_digest=toc_digest(toc_json),
@@ -559,7 +610,9 @@ def build(
         toc_json=toc_json,
         toc_blob=toc_blob,
         entries=entries,
-        engine=engine.label,
-        compression_level=level,
+        engine=codec.label,
+        compression_level=codec.level,
         missed_prioritized=missed,
+        compression=codec.name,
+        annotations=annotations,
     )

@@ -1,4 +1,5 @@
-"""Image conversion with ctr-remote's options: media types, eStargz layers, TOC image.
+"""Image conversion with ctr-remote's options: media types, eStargz or zstd:chunked layers,
+TOC image.
 
 Works on any store offering the small :class:`BlobStore` surface: blobs are read from and
 written to it, nothing is named until the caller commits the result. Layers are converted
@@ -21,11 +22,13 @@ from pathlib import Path
 from threading import Lock
 from typing import Protocol
 
-from estargz.errors import BuildError, NotFound
+from estargz.errors import BuildError, InvalidTar, NotFound
 from estargz.format import BuildOptions, build
 from estargz.format.types import (
     STORE_UNCOMPRESSED_SIZE_ANNOTATION,
     TOC_JSON_DIGEST_ANNOTATION,
+    ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+    ZSTD_MANIFEST_POSITION_ANNOTATION,
 )
 from estargz.image.config import diff_ids, with_diff_ids
 from estargz.image.mediatypes import (
@@ -33,10 +36,12 @@ from estargz.image.mediatypes import (
     DOCKER_LAYER_TAR,
     LAYER_GZIP_TYPES,
     LAYER_TAR_TYPES,
+    LAYER_ZSTD_TYPES,
     MANIFEST_TYPES,
     OCI_INDEX,
     OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
     OCI_MANIFEST,
     to_oci,
 )
@@ -78,7 +83,13 @@ class BlobStore(Protocol):
     ) -> AbstractContextManager[BlobWriter]: ...
 
 
-_ESTARGZ_ANNOTATIONS = (TOC_JSON_DIGEST_ANNOTATION, STORE_UNCOMPRESSED_SIZE_ANNOTATION)
+_ESTARGZ_ANNOTATIONS = (
+    TOC_JSON_DIGEST_ANNOTATION,
+    STORE_UNCOMPRESSED_SIZE_ANNOTATION,
+    ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+    ZSTD_MANIFEST_POSITION_ANNOTATION,
+)
+"""What a layer's old format said of it: dropped whenever a layer is rewritten."""
 
 
 def host_platform_spec() -> Platform:
@@ -101,12 +112,18 @@ def host_platform_spec() -> Platform:
 
 @dataclass(frozen=True, slots=True)
 class ConvertOptions:
-    """ctr-remote's ``i convert`` flags, checked together before any work."""
+    """ctr-remote's ``i convert`` flags, checked together before any work.
+
+    ``zstdchunked`` writes zstd:chunked layers at ``zstd_compression_level``; ``chunk_size``
+    and ``record_in`` serve both it and ``estargz``, the other options eStargz only.
+    """
 
     oci: bool = False
     estargz: bool = False
+    zstdchunked: bool = False
     uncompress: bool = False
     compression_level: int = 9
+    zstd_compression_level: int = 3
     chunk_size: int = 4 << 20
     min_chunk_size: int = 0
     external_toc: bool = False
@@ -123,8 +140,16 @@ class ConvertOptions:
             "--estargz-external-toc": self.external_toc,
             "--estargz-keep-diff-id": self.keep_diff_id,
             "--estargz-min-chunk-size": self.min_chunk_size > 0,
-            "--estargz-record-in": self.record_in is not None,
         }
+        if self.estargz and self.zstdchunked:
+            raise BuildError("--estargz and --zstdchunked cannot be combined")
+        if self.zstdchunked and not self.oci:
+            raise BuildError("--zstdchunked needs --oci (Docker media types have no zstd "
+                             "layers and carry no annotations)")
+        if self.zstdchunked and self.uncompress:
+            raise BuildError("--zstdchunked and --uncompress cannot be combined")
+        if self.record_in is not None and not (self.estargz or self.zstdchunked):
+            raise BuildError("--estargz-record-in needs --estargz or --zstdchunked")
         for flag, used in esgz_only.items():
             if used and not self.estargz:
                 raise BuildError(f"{flag} needs --estargz")
@@ -145,7 +170,9 @@ class ConvertOptions:
             min_chunk_size=self.min_chunk_size,
             prioritized_files=tuple(prioritized),
             allow_missing_prioritized=True,
-            compression_level=self.compression_level,
+            compression="zstd" if self.zstdchunked else "gzip",
+            compression_level=(self.zstd_compression_level if self.zstdchunked
+                               else self.compression_level),
             external_toc=self.external_toc,
             keep_diff_id=self.keep_diff_id,
             workers=self.workers,
@@ -223,6 +250,8 @@ class _Converter:
     # --- layers ---------------------------------------------------------------------------
 
     def _layer_type(self, source: Descriptor, gzip_output: bool, oci: bool) -> str:
+        if self.options.zstdchunked:
+            return OCI_LAYER_ZSTD
         if oci:
             return OCI_LAYER_GZIP if gzip_output else OCI_LAYER_TAR
         if source.media_type.startswith("application/vnd.docker."):
@@ -242,19 +271,21 @@ class _Converter:
 
     def _convert_layer(self, source: Descriptor, index: int, oci: bool) -> _LayerOutcome:
         kind = source.media_type
-        if kind not in LAYER_GZIP_TYPES and kind not in LAYER_TAR_TYPES:
+        if kind not in LAYER_GZIP_TYPES | LAYER_TAR_TYPES | LAYER_ZSTD_TYPES:
             raise BuildError(f"layer {source.digest}: unsupported media type {kind!r}")
         path = self.store.blob_path(source.digest)
         short = source.digest[7:19]
         annotations = {k: v for k, v in source.annotations.items() if k not in _ESTARGZ_ANNOTATIONS}
-        if self.options.estargz:
+        if self.options.estargz or self.options.zstdchunked:
             prioritized = (self.options.record_in or {}).get(index, [])
-            self.progress(f"layer {short}: converting to eStargz")
+            target = "zstd:chunked" if self.options.zstdchunked else "eStargz"
+            self.progress(f"layer {short}: converting to {target}")
             with self.store.ingest() as writer:
                 result = build(path, writer, self.options.build_options(prioritized))  # type: ignore[arg-type]
                 digest = writer.commit()
             annotations[TOC_JSON_DIGEST_ANNOTATION] = result.toc_digest
             annotations[STORE_UNCOMPRESSED_SIZE_ANNOTATION] = str(result.uncompressed_size)
+            annotations.update(result.annotations)
             desc = Descriptor(
                 self._layer_type(source, True, oci),
                 digest,
@@ -267,13 +298,19 @@ class _Converter:
             )
             self.progress(f"layer {short}: done ({source.size} -> {result.size} bytes)")
             return _LayerOutcome(report, result.toc_blob)
-        if self.options.uncompress and kind in LAYER_GZIP_TYPES:
+        if self.options.uncompress and kind not in LAYER_TAR_TYPES:
             self.progress(f"layer {short}: decompressing")
             try:
-                with self.store.ingest() as writer, gzip.open(path, "rb") as src:
-                    shutil.copyfileobj(src, writer, 1 << 20)
+                with self.store.ingest() as writer, open(path, "rb") as src:
+                    if kind in LAYER_ZSTD_TYPES:
+                        from estargz.format.zstdchunked import copy_decompressed
+
+                        copy_decompressed(src, writer)  # type: ignore[arg-type]
+                    else:
+                        with gzip.open(src, "rb") as gz:
+                            shutil.copyfileobj(gz, writer, 1 << 20)
                     digest = writer.commit()
-            except (OSError, EOFError, zlib.error) as exc:
+            except (OSError, EOFError, zlib.error, InvalidTar) as exc:
                 raise BuildError(f"layer {source.digest}: cannot decompress: {exc}") from exc
             size = self.store.blob_path(digest).stat().st_size
             desc = Descriptor(
@@ -284,6 +321,8 @@ class _Converter:
                 extra=dict(source.extra),
             )
             return _LayerOutcome(LayerReport(source, desc, digest), None)
+        if kind in LAYER_ZSTD_TYPES:  # kept as it is: zstd has no Docker media type
+            return _LayerOutcome(LayerReport(source, source, ""), None)
         media = self._layer_type(source, kind in LAYER_GZIP_TYPES, oci)
         desc = replace(source, media_type=media)
         return _LayerOutcome(LayerReport(source, desc, ""), None)

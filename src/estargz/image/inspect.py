@@ -12,7 +12,7 @@ from typing import Any
 from estargz.errors import EstargzError, InvalidTOC
 from estargz.format import BlobSource, open_blob
 from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
-from estargz.image.mediatypes import LAYER_GZIP_TYPES
+from estargz.image.mediatypes import LAYER_LAZY_TYPES
 from estargz.image.model import Descriptor
 
 __all__ = ["LayerInspection", "inspect_layer"]
@@ -56,17 +56,17 @@ def inspect_layer(
     """Open the layer's footer and TOC (reading only those bytes) and judge it."""
     info = LayerInspection(desc.digest, desc.media_type, desc.size, False, "",
                            source_size=source_size)
-    if desc.media_type not in LAYER_GZIP_TYPES:
-        info.reason = f"media type {desc.media_type} is not a gzip layer"
+    if desc.media_type not in LAYER_LAZY_TYPES:
+        info.reason = f"media type {desc.media_type} is not a gzip or zstd layer"
         return info
     try:
-        blob = open_blob(source, external_toc=toc_blob)
+        blob = open_blob(source, external_toc=toc_blob, annotations=desc.annotations)
     except EstargzError as exc:
         if isinstance(exc, InvalidTOC) and exc.needs_external_toc:
             info.footer = "external"
             info.reason = "external TOC, and no TOC image with this layer was found"
             return info
-        info.reason = f"not eStargz: {exc}"
+        info.reason = f"not eStargz or zstd:chunked: {exc}"
         return info
     info.footer = blob.footer.kind
     info.toc_digest = blob.toc_digest

@@ -23,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estargz.errors import EstargzError, InvalidTOC, RegistryError
-from estargz.image.mediatypes import LAYER_GZIP_TYPES, LAYER_TAR_TYPES, MANIFEST_TYPES
+from estargz.image.mediatypes import (
+    LAYER_LAZY_TYPES,
+    LAYER_TAR_TYPES,
+    MANIFEST_TYPES,
+)
 from estargz.image.model import Descriptor, Manifest, Platform, parse_document
 from estargz.image.tocimage import find_toc_layer, toc_image_name
 from estargz.lazy.daemon import is_mounted, spawn
@@ -113,15 +117,15 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
     from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
     from estargz.lazy.remote import ResilientSource
 
-    if layer.media_type not in LAYER_GZIP_TYPES:
-        return None, f"media type {layer.media_type} is not a gzip layer"
+    if layer.media_type not in LAYER_LAZY_TYPES:
+        return None, f"media type {layer.media_type} is not a gzip or zstd layer"
     want = layer.annotations.get(TOC_JSON_DIGEST_ANNOTATION)
     if not want:
         return None, (f"no {TOC_JSON_DIGEST_ANNOTATION} annotation (not eStargz, or "
                       "converted without --oci so Docker media types dropped it)")
     source = ResilientSource(client.blob(ref.repository, layer.digest, layer.size), timeout=30)
     try:
-        blob = read_toc(source)
+        blob = read_toc(source, annotations=layer.annotations)
     except InvalidTOC as exc:
         if not exc.needs_external_toc:
             return None, f"not eStargz: {exc}"
@@ -144,7 +148,7 @@ def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer
     """Fetch a layer completely and convert it to eStargz in the store."""
     from estargz.format import BuildOptions, build, read_toc
 
-    if layer.media_type not in LAYER_GZIP_TYPES | LAYER_TAR_TYPES:
+    if layer.media_type not in LAYER_LAZY_TYPES | LAYER_TAR_TYPES:
         raise MountError(f"layer {layer.digest}: unsupported media type {layer.media_type}")
     if not store.has_blob(layer.digest):
         with store.ingest(layer.digest, layer.size) as writer:

@@ -5,8 +5,12 @@
 // Usage:
 //
 //	esgzharness read BLOB TOCDIGEST
-//	esgzharness build IN.tar OUT [-chunk-size N] [-level L] [-prioritized FILE] [-allow-missing]
+//	esgzharness build IN.tar OUT [-chunk-size N] [-level L] [-prioritized FILE] [-allow-missing] [-zstdchunked]
 //	esgzharness gzip9 IN OUT
+//
+// Read opens eStargz and zstd:chunked blobs alike (the library tries the zstd:chunked
+// footer too). Build with -zstdchunked writes zstd:chunked through the library's
+// zstdchunked compressor; -level is then a zstd level, mapped as ctr-remote maps it.
 //
 // Build splits the layer into at least GOMAXPROCS parts that are compressed
 // independently, so its output bytes (and TOC digest) depend on GOMAXPROCS: set
@@ -34,12 +38,14 @@ import (
 	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 )
 
 const usage = `usage:
   esgzharness read BLOB TOCDIGEST
-  esgzharness build IN.tar OUT [-chunk-size N] [-level L] [-prioritized FILE] [-allow-missing]
+  esgzharness build IN.tar OUT [-chunk-size N] [-level L] [-prioritized FILE] [-allow-missing] [-zstdchunked]
   esgzharness gzip9 IN OUT
 `
 
@@ -136,6 +142,20 @@ func toEntryJSON(e *estargz.TOCEntry) entryJSON {
 // (Lookup, the child tree), so this is the only way to report hardlink entries
 // as what they are.
 func rawTOC(sr *io.SectionReader) (*estargz.JTOC, digest.Digest, error) {
+	zd := new(zstdchunked.Decompressor)
+	if sr.Size() >= zd.FooterSize() {
+		tail := make([]byte, zd.FooterSize())
+		if _, err := sr.ReadAt(tail, sr.Size()-zd.FooterSize()); err != nil {
+			return nil, "", fmt.Errorf("footer: %w", err)
+		}
+		if _, tocOff, tocLen, err := zd.ParseFooter(tail); err == nil {
+			toc, dgst, err := zd.ParseTOC(io.NewSectionReader(sr, tocOff, tocLen))
+			if err != nil {
+				return nil, "", fmt.Errorf("parsing zstd:chunked TOC: %w", err)
+			}
+			return toc, dgst, nil
+		}
+	}
 	tocOff, footerSize, err := estargz.OpenFooter(sr)
 	if err != nil {
 		return nil, "", fmt.Errorf("footer: %w", err)
@@ -213,7 +233,7 @@ func cmdRead(args []string) (interface{}, error) {
 	}
 	sr := io.NewSectionReader(f, 0, st.Size())
 
-	r, err := estargz.Open(sr)
+	r, err := estargz.Open(sr, estargz.WithDecompressors(new(zstdchunked.Decompressor)))
 	if err != nil {
 		return nil, fmt.Errorf("estargz.Open: %w", err)
 	}
@@ -338,11 +358,19 @@ func cmdRead(args []string) (interface{}, error) {
 // build
 
 type buildJSON struct {
-	TOCDigest string   `json:"toc_digest"`
-	DiffID    string   `json:"diff_id"`
-	Size      int64    `json:"size"`
-	Seconds   float64  `json:"seconds"`
-	Missed    []string `json:"missed"`
+	TOCDigest   string            `json:"toc_digest"`
+	DiffID      string            `json:"diff_id"`
+	Size        int64             `json:"size"`
+	Seconds     float64           `json:"seconds"`
+	Missed      []string          `json:"missed"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// zstdCompression pairs the library's zstdchunked compressor and decompressor,
+// as ctr-remote's converter does.
+type zstdCompression struct {
+	*zstdchunked.Compressor
+	*zstdchunked.Decompressor
 }
 
 // splitArgs lets flags come before, between or after the positional arguments.
@@ -386,6 +414,7 @@ func cmdBuild(args []string) (interface{}, error) {
 	level := fs.Int("level", gzip.BestCompression, "gzip compression level")
 	prioritized := fs.String("prioritized", "", "file with one prioritized path per line")
 	allowMissing := fs.Bool("allow-missing", false, "tolerate prioritized paths absent from the tar")
+	zstdChunked := fs.Bool("zstdchunked", false, "write zstd:chunked; -level is a zstd level")
 	pos, err := splitArgs(fs, args)
 	if err != nil {
 		return nil, err
@@ -405,6 +434,16 @@ func cmdBuild(args []string) (interface{}, error) {
 			return nil, fmt.Errorf("reading prioritized list: %w", err)
 		}
 		opts = append(opts, estargz.WithPrioritizedFiles(files))
+	}
+	annotations := map[string]string{}
+	if *zstdChunked {
+		opts = append(opts, estargz.WithCompression(&zstdCompression{
+			&zstdchunked.Compressor{
+				CompressionLevel: zstd.EncoderLevelFromZstd(*level),
+				Metadata:         annotations,
+			},
+			new(zstdchunked.Decompressor),
+		}))
 	}
 	missed := []string{}
 	if *allowMissing {
@@ -447,11 +486,12 @@ func cmdBuild(args []string) (interface{}, error) {
 	elapsed := time.Since(start).Seconds()
 
 	return buildJSON{
-		TOCDigest: blob.TOCDigest().String(),
-		DiffID:    blob.DiffID().String(),
-		Size:      n,
-		Seconds:   elapsed,
-		Missed:    missed,
+		TOCDigest:   blob.TOCDigest().String(),
+		DiffID:      blob.DiffID().String(),
+		Size:        n,
+		Seconds:     elapsed,
+		Missed:      missed,
+		Annotations: annotations,
 	}, nil
 }
 
