@@ -43,11 +43,13 @@ def _seed_tar() -> bytes:
 
 
 @functools.cache
-def _seed_blob() -> bytes:
+def _seed_blob(compression: str = "gzip") -> bytes:
+    """The seed layer as eStargz, or as zstd:chunked."""
     from estargz.format import BuildOptions, build
 
     out = io.BytesIO()
-    build(io.BytesIO(_seed_tar()), out, BuildOptions(chunk_size=4096, min_chunk_size=0))
+    build(io.BytesIO(_seed_tar()), out, BuildOptions(chunk_size=4096, min_chunk_size=0,
+                                                     compression=compression))
     return out.getvalue()
 
 
@@ -185,9 +187,9 @@ def seeds(target: str) -> list[bytes]:
     return {
         "footer": [estargz_footer(12345), blob_seed[-51:]],
         "toc": [open_blob(blob_seed).toc_json],
-        "blob": [blob_seed],
+        "blob": [blob_seed, _seed_blob("zstd")],
         "tar": [_seed_tar()],
-        "extract": [blob_seed],
+        "extract": [blob_seed, _seed_blob("zstd")],
         "document": [manifest, index],
         "config": [_seed_config()],
         "docker-archive": [b'[{"Config":"config.json","RepoTags":["fuzz:latest"],'
