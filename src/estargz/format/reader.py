@@ -17,7 +17,7 @@ import itertools
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, lt
 from typing import Protocol
@@ -615,6 +615,23 @@ class BlobReader:
     def lookup(self, path: str) -> FileInfo | None:
         name = clean_name(path)
         return self._info(name) if name in self._entries else None
+
+    def entry(self, name: str) -> tuple[TOCEntry, int, str | None] | None:
+        """The entry holding the metadata of ``name`` (a hardlink's target's), its link count
+        and the hardlink target, or None. ``name`` is taken as the index keeps it (clean, no
+        leading ``/``): the fast path for a filesystem that asks this for every lookup."""
+        target = self._targets.get(name)
+        content = name if target is None else target
+        e = self._entries.get(content)
+        if e is None:
+            return None
+        return e, self._nlink.get(content, 1), target
+
+    def children(self, name: str) -> KeysView[str] | None:
+        """The base names in directory ``name`` (clean, as :meth:`entry` takes it) in TOC
+        order, unsorted and uncopied; None if it is not a directory."""
+        kids = self._children.get(name)
+        return None if kids is None else kids.keys()
 
     def stat(self, path: str) -> FileInfo:
         return self._info(self._path(path))

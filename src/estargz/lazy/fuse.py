@@ -2,24 +2,39 @@
 
 A missing path is ENOENT; any other failure is logged with the layer, file and reason and
 becomes EIO, so a bad chunk or a vanished registry never turns into wrong bytes.
+
+A layer never changes, so the kernel is told to keep whatever it learns: entries, attributes
+and negative lookups for an hour, file pages across opens, symlink targets. A listing carries
+every entry's attributes (readdirplus, on every page of it rather than the first only), so
+walking a tree costs one request per page of each directory and none per entry; getattr fills
+the kernel's stat buffer directly rather than through mfusepy's dictionaries.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import mfusepy as fuse
 
-from estargz.lazy.layerfs import LayerFS
+from estargz.lazy.layerfs import LayerFS, Stat
 
 __all__ = ["LayerOperations", "serve"]
 
 log = logging.getLogger("estargz.lazy")
 T = TypeVar("T")
+_CAP_READDIRPLUS_AUTO = 1 << 14  # libfuse's FUSE_CAP_* bits (fuse_common.h)
+_CAP_CACHE_SYMLINKS = 1 << 23
+_FILL_DIR_PLUS = 2  # fuse_fill_dir_flags: the attributes given are the entry's
+_READDIR_PLUS = 1  # fuse_readdir_flags: the kernel asked for attributes
+_ENCODING = "utf-8"
+_ERRORS = "surrogateescape"
 
 
 class LayerOperations(fuse.Operations):  # type: ignore[misc]
@@ -31,6 +46,10 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         self.active_reads = 0
         self.on_mounted: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        self.last_request = 0.0
+        """When the workload last asked something (monotonic): background work yields to it."""
+        self._handles = itertools.count(1)
+        self._listings: dict[int, list[str]] = {}
 
     def attach(self, fs: LayerFS) -> None:
         """What to serve; before the kernel's INIT is answered, as no request comes earlier."""
@@ -42,10 +61,25 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
             raise RuntimeError(f"{self.label}: no layer attached")
         return self._fs
 
-    def init(self, path: str) -> None:
-        """The kernel has set up the session: requests are answered once this returns."""
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """The kernel has set up the session: requests are answered once this returns.
+
+        Every page of a listing comes with attributes (libfuse's default sends them with the
+        first page only, unless lookups came in between), and symlink targets are cached."""
+        if conn is not None:
+            conn.want = (conn.want & ~_CAP_READDIRPLUS_AUTO) | (
+                conn.capable & _CAP_CACHE_SYMLINKS)
         if self.on_mounted is not None:
             self.on_mounted()
+
+    def busy(self, quiet: float) -> bool:
+        """Whether a read is in flight or any request came in the last ``quiet`` seconds."""
+        return bool(self.active_reads) or time.monotonic() - self.last_request < quiet
+
+    def stat(self, path: str) -> Stat:
+        """For every lookup and getattr (the session fills the stat buffer from it)."""
+        self.last_request = time.monotonic()
+        return self._call("getattr", path, lambda: self.fs.getattr(path))
 
     def _call(self, what: str, path: str, fn: Callable[[], T | None]) -> T:
         try:
@@ -63,7 +97,23 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         st = self._call("getattr", path, lambda: self.fs.getattr(path))
         return st.as_dict()
 
+    def opendir(self, path: str) -> int:
+        """A handle for the listing, taken once: the kernel reads it a page at a time."""
+        self.last_request = time.monotonic()
+        names = self._call("opendir", path, lambda: self.fs.readdir(path))
+        fh = next(self._handles)
+        self._listings[fh] = [".", "..", *names]
+        return fh
+
+    def listing(self, fh: int) -> list[str]:
+        return self._listings[fh]
+
+    def releasedir(self, path: str, fh: int) -> int:
+        self._listings.pop(fh, None)
+        return 0
+
     def readdir(self, path: str, fh: int) -> list[str | tuple[str, dict[str, int], int]]:
+        """(Unused while served by :class:`_Session`, which reads :meth:`listing`.)"""
         entries = self._call("readdir", path, lambda: self.fs.readdir_typed(path))
         typed = [(n, {"st_mode": mode, "st_ino": ino}, 0) for n, mode, ino in entries]
         return [".", "..", *typed]
@@ -88,6 +138,7 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         with self._lock:
             self.active_reads += 1
+        self.last_request = time.monotonic()
         try:
             return self._call("read", f"{path} at {offset}+{size}",
                               lambda: self.fs.read(path, size, offset))
@@ -99,9 +150,56 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         return self.fs.statfs()
 
 
+def _fill(st: Any, s: Stat) -> None:
+    st.st_mode = s.st_mode
+    st.st_ino = s.st_ino
+    st.st_nlink = s.st_nlink
+    st.st_uid = s.st_uid
+    st.st_gid = s.st_gid
+    st.st_size = s.st_size
+    st.st_rdev = s.st_rdev
+    st.st_blocks = s.st_blocks
+    st.st_blksize = s.st_blksize
+    st.st_mtimespec.tv_sec = st.st_atimespec.tv_sec = st.st_ctimespec.tv_sec = s.st_mtime
+
+
+class _Session(fuse.FUSE):  # type: ignore[misc]
+    """mfusepy's session with getattr and readdir answered here, from :class:`Stat`s.
+
+    readdir works with offsets (an entry's is its index + 1 in the listing taken at opendir),
+    which is what makes libfuse send the attributes with the entries (it drops them for a
+    listing given whole) and lets each page start where the last one stopped.
+    """
+
+    def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        s = self.operations.stat("/" if path is None else path.decode(_ENCODING, _ERRORS))
+        ctypes.memset(buf, 0, ctypes.sizeof(fuse.c_stat))
+        _fill(buf.contents, s)
+        return 0
+
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
+                       flags: int) -> int:
+        ops = self.operations
+        names = ops.listing(fip.contents.fh)
+        where = "/" if path is None else path.decode(_ENCODING, _ERRORS)
+        prefix = "" if where == "/" else where
+        plus = _FILL_DIR_PLUS if flags & _READDIR_PLUS else 0
+        st = fuse.c_stat()
+        for index in range(offset, len(names)):
+            name = names[index]
+            if index < 2:  # "." and "..": libfuse fills them in
+                full = filler(buf, name.encode(), None, index + 1, 0)
+            else:
+                _fill(st, ops.stat(f"{prefix}/{name}"))
+                full = filler(buf, name.encode(_ENCODING, _ERRORS), st, index + 1, plus)
+            if full:
+                break  # the kernel's page is full: it asks again from this offset
+        return 0
+
+
 def serve(ops: LayerOperations, mountpoint: str, fsname: str) -> None:
     """Mount and serve until unmounted or signalled (blocks; call from a main thread)."""
-    fuse.FUSE(
+    _Session(
         ops,
         mountpoint,
         foreground=True,

@@ -39,8 +39,17 @@ __all__ = ["LayerServer", "main", "registry_client", "run_layer"]
 
 log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
+_BACKGROUND_CHUNKS = 64
+"""At most this many chunks per background request: each group is checked in and written to
+the cache between two looks at the workload, which must not wait for thousands of them."""
 _STATS_INTERVAL = 0.2
 _BACKGROUND_DELAY = 1.0
+_QUIET = 0.2
+"""Seconds without a request before the background fetch goes on: a walk of the tree or a
+burst of reads has the process (and its lock on the interpreter) to itself."""
+_RECOUNT = 1.0
+"""Cached chunks are counted again at most this often (a count is a set operation over all
+of the layer's chunks, and a background fetch changes the cache many times a second)."""
 
 
 class LayerServer:
@@ -107,7 +116,8 @@ class LayerServer:
         group: list[tuple[str, Chunk]] = []
         start = 0
         for name, chunk in self.chunks:
-            if group and chunk.member_end - start > _BACKGROUND_RANGE:
+            if group and (chunk.member_end - start > _BACKGROUND_RANGE
+                          or len(group) >= _BACKGROUND_CHUNKS):
                 self._fetch_group(reader, group)
                 group = []
             if not group:
@@ -118,8 +128,8 @@ class LayerServer:
         log.info("%s: background fetch complete", self.label)
 
     def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
-        while self.ops is not None and self.ops.active_reads:  # on-demand reads first
-            time.sleep(0.01)
+        while self.ops is not None and self.ops.busy(_QUIET):  # the workload first
+            time.sleep(0.05)
         try:
             reader.fetch_range(group)
         except Exception as exc:
@@ -135,12 +145,12 @@ class LayerServer:
         """
         path = self.spec.dir / f"stats-{self.index}.json"
         last: dict[str, object] = {}
-        counted, cached = -1, 0
+        counted, cached, when = -1, 0, 0.0
         keys = {c.key for _, c in self.chunks}
         while True:
             time.sleep(_STATS_INTERVAL)  # (first: the mount's first reads go first)
-            if self.cache.generation != counted:
-                counted = self.cache.generation
+            if self.cache.generation != counted and time.monotonic() - when >= _RECOUNT:
+                counted, when = self.cache.generation, time.monotonic()
                 cached = self.cache.count_of(keys)
             now: dict[str, object] = {
                 "digest": self.layer.digest,
