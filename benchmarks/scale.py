@@ -310,7 +310,8 @@ def _million(work: pathlib.Path, registry: Registry) -> None:
     mine = ours(work, ref, probe, walks=1)
     print(f"\n1,000,000 entries, synthetic TOC ({len(blob) / 1e6:.1f} MB blob), estargz only")
     print(f"rpull {mine['rpull']:.3f} s; lstat of a {DEPTH}-deep path "
-          f"{mine['deep_lookup'] * 1e3:.2f} ms; listing of a 10,000-entry directory {mine['wide_readdir'] * 1e3:.2f} ms; "
+          f"{mine['deep_lookup'] * 1e3:.2f} ms; listing of a 10,000-entry directory "
+          f"{mine['wide_readdir'] * 1e3:.2f} ms; "
           f"first walk {mine['walk1']:.1f} s ({mine['entries']:.0f} entries); "
           f"RSS serving {mine['rss'] / 1e6:.0f} MB", flush=True)
 
