@@ -101,6 +101,8 @@ _file_order = attrgetter("chunk_offset")
 _offset = attrgetter("offset")
 _path_of = itemgetter(0)
 _NO_CHUNKS = range(0)
+_NO_XATTRS: dict[str, bytes] = {}
+"""Shared by every entry without xattrs: the index never changes an entry's xattrs."""
 
 
 def _blob_order(item: tuple[str, Chunk]) -> tuple[int, int]:
@@ -372,6 +374,11 @@ class BlobReader:
         with paused_gc():
             self._index()
 
+    def drop_toc_json(self) -> None:
+        """Forget the TOC's bytes (``toc_json`` becomes empty): a reader that lives long and
+        never hands its TOC out keeps only the index, which is parsed from them."""
+        self.toc_json = b""
+
     # --- index ---------------------------------------------------------------------------
 
     def _dir(self, name: str) -> dict[str, str]:
@@ -418,8 +425,12 @@ class BlobReader:
         tidy = True
         clean, add_name = clean_name, self._order.append
         add_piece, add_owner = pieces.append, owners.append
+        stamps: dict[str, str] = {}  # a layer has few distinct modtimes: one string each
         for entry in self.entries:
             kind = entry.type
+            entry.modtime = stamps.setdefault(entry.modtime, entry.modtime)
+            if not entry.xattrs:  # (msgspec gives each entry a dict of its own)
+                entry.xattrs = _NO_XATTRS
             if kind == "chunk":
                 if last is None:
                     raise InvalidTOC(f"chunk entry {entry.name!r} does not follow a regular file")
@@ -443,6 +454,8 @@ class BlobReader:
                 tidy = self._replace(name, entry) and tidy
             last = None
             if kind == "reg":
+                if entry.chunk_digest == entry.digest:  # a one-chunk file: one string
+                    entry.chunk_digest = entry.digest
                 last = (name, entry)
                 if entry.size > 0:
                     add_owner(last)

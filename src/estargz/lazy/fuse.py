@@ -50,6 +50,9 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         """When the workload last asked something (monotonic): background work yields to it."""
         self._handles = itertools.count(1)
         self._listings: dict[int, list[str]] = {}
+        self.given: set[str] = set()
+        """Directories whose every entry went to the kernel with its attributes: listed again,
+        they go without (the kernel keeps entries an hour; one it dropped is looked up)."""
 
     def attach(self, fs: LayerFS) -> None:
         """What to serve; before the kernel's INIT is answered, as no request comes earlier."""
@@ -79,7 +82,14 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
     def stat(self, path: str) -> Stat:
         """For every lookup and getattr (the session fills the stat buffer from it)."""
         self.last_request = time.monotonic()
-        return self._call("getattr", path, lambda: self.fs.getattr(path))
+        try:  # (what _call does, without its two extra calls: this one is the hot path)
+            st = self.fs.getattr(path)
+        except Exception as exc:
+            log.error("%s: getattr %s failed: %s", self.label, path, exc)
+            raise fuse.FuseOSError(errno.EIO) from exc
+        if st is None:
+            raise fuse.FuseOSError(errno.ENOENT)
+        return st
 
     def _call(self, what: str, path: str, fn: Callable[[], T | None]) -> T:
         try:
@@ -183,17 +193,24 @@ class _Session(fuse.FUSE):  # type: ignore[misc]
         names = ops.listing(fip.contents.fh)
         where = "/" if path is None else path.decode(_ENCODING, _ERRORS)
         prefix = "" if where == "/" else where
-        plus = _FILL_DIR_PLUS if flags & _READDIR_PLUS else 0
+        plus = _FILL_DIR_PLUS if flags & _READDIR_PLUS and where not in ops.given else 0
         st = fuse.c_stat()
         for index in range(offset, len(names)):
             name = names[index]
             if index < 2:  # "." and "..": libfuse fills them in
                 full = filler(buf, name.encode(), None, index + 1, 0)
             else:
-                _fill(st, ops.stat(f"{prefix}/{name}"))
+                s = ops.stat(f"{prefix}/{name}")
+                if plus:
+                    _fill(st, s)
+                else:  # the type and inode number are all a plain entry has
+                    st.st_mode, st.st_ino = s.st_mode, s.st_ino
                 full = filler(buf, name.encode(_ENCODING, _ERRORS), st, index + 1, plus)
             if full:
                 break  # the kernel's page is full: it asks again from this offset
+        else:
+            if plus:
+                ops.given.add(where)
         return 0
 
 

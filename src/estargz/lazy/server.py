@@ -77,6 +77,8 @@ class LayerServer:
         self.cache = DiskChunkCache(Path(spec.store_root) / "cache", layer.digest[7:],
                                     spec.cache_bytes)
         self.reader: BlobReader = blob.verify_toc(layer.toc_digest, chunk_cache=self.cache)
+        self.reader.drop_toc_json()  # (about as large as the index)
+        del blob, toc_json
         forget = self.source.forget if isinstance(self.source, ResilientSource) else None
         self.fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
         self.chunks = self.reader.all_chunks()
