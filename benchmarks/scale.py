@@ -5,11 +5,13 @@
 Each size is one layer of ``size`` small files (500 per directory, 10-400 bytes each), built
 once as a tar and cached. Per size, in one run: ``estargz layer convert`` and the Go builder
 (level 9: time and peak RSS), then the image our converter made is pushed to a local
-docker-registry and both sides mount it, ours with ``estargz i rpull`` (no service, a fresh
-store) and Go's with ``ctr-remote i rpull`` on a fresh containerd. On each mount: the time of
+docker-registry and both sides mount it, ours with ``estargz i rpull`` (a fresh store, its
+service started before the clock runs) and Go's with ``ctr-remote i rpull`` on a fresh
+containerd and snapshotter. On each mount: the time of
 a first and a second ``os.walk`` that also ``lstat``s every entry, and the memory of what
-serves the mount (ours: the mount daemon and its layer servers; Go: the snapshotter's growth
-from before rpull to after the walks, and its total). The sides alternate which goes first.
+serves the mount as proportional set size (ours: the mount daemon and its layer servers, which
+share the pages of the interpreter; Go: the snapshotter's growth from before rpull to after
+the walks, and its total). The sides alternate which goes first.
 
 ``--million`` adds, for ours only, a layer of 1,000,000 entries from a synthetic TOC (100
 directories of 10,000 empty files and a 32-deep chain of directories): rpull, a cold ``lstat``
@@ -41,6 +43,7 @@ from gotool import build_go_harness  # noqa: E402
 from imagekit import _sha  # noqa: E402
 from lazy import Registry  # noqa: E402
 from peer import go_peer  # noqa: E402
+from tarbuild import synthetic_layer  # noqa: E402
 
 PER_DIR = 500
 LEVEL = 9
@@ -127,32 +130,6 @@ def _push(work: pathlib.Path, blob: bytes, summary: dict[str, object], ref: str)
     shutil.rmtree(layout)
 
 
-def synthetic_blob() -> tuple[bytes, dict[str, object]]:
-    """A layer whose TOC has 1,000,000 entries: 100 directories of 10,000 empty files and a
-    chain of directories ``DEPTH`` deep with a file at its end. No data: only the TOC."""
-    from estargz.format.footer import estargz_footer
-    from estargz.format.toc import encode_toc, toc_digest
-    from estargz.format.types import TOCEntry
-    from estargz.format.writer import build_toc_blob
-
-    stamp = "2023-11-14T22:13:20Z"
-    entries = []
-    for d in range(100):
-        entries.append(TOCEntry(name=f"big{d:03d}/", type="dir", mode=0o755, modtime=stamp))
-        entries.extend(TOCEntry(name=f"big{d:03d}/f{f:05d}", type="reg", mode=0o644,
-                                modtime=stamp) for f in range(10_000 - 1))
-    chain = "/".join(f"n{i:02d}" for i in range(DEPTH))
-    entries.extend(TOCEntry(name="/".join(chain.split("/")[:i + 1]) + "/", type="dir",
-                            mode=0o755, modtime=stamp) for i in range(DEPTH))
-    entries.append(TOCEntry(name=f"{chain}/leaf", type="reg", mode=0o644, modtime=stamp))
-    toc_json = encode_toc(entries)
-    blob = build_toc_blob(toc_json, level=1) + estargz_footer(0)
-    raw = gzip.decompress(blob)
-    return blob, {"toc_digest": toc_digest(toc_json), "diff_id": _sha(raw),
-                  "uncompressed_size": len(raw), "entries": len(entries),
-                  "deep": f"{chain}/leaf", "wide": "big050"}
-
-
 def _walk(root: pathlib.Path) -> tuple[float, int]:
     t = time.perf_counter()
     count = 0
@@ -164,10 +141,12 @@ def _walk(root: pathlib.Path) -> tuple[float, int]:
 
 
 def _rss(pid: int) -> int:
+    """Proportional resident bytes: pages shared with other processes (ours fork the layer
+    servers from the daemon) are counted once in all, not once per process."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith("Pss:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -214,6 +193,10 @@ def ours(work: pathlib.Path, ref: str, probe: Callable[[pathlib.Path], dict[str,
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
     cli = [*ESTARGZ, "--root", str(store), "i"]
+    # as Go's client talks to a snapshotter already running, ours talks to the store's service
+    subprocess.run([*ESTARGZ, "--root", str(store), "service", "start"], check=True,
+                   capture_output=True)
+    time.sleep(_SETTLE)
     t = time.perf_counter()
     proc = subprocess.run([*cli, "rpull", "-q", ref], check=True, capture_output=True,
                           text=True)
@@ -227,6 +210,8 @@ def ours(work: pathlib.Path, ref: str, probe: Callable[[pathlib.Path], dict[str,
         out["rss"] = _ours_rss(store)
     finally:
         subprocess.run([*cli, "umount", str(mount)], check=True, capture_output=True)
+        subprocess.run([*ESTARGZ, "--root", str(store), "service", "stop"], check=False,
+                       capture_output=True)
     shutil.rmtree(store, ignore_errors=True)
     return out
 
@@ -278,8 +263,8 @@ def _table(size: int, mine: dict[str, float], theirs: dict[str, float]) -> None:
     print(f"{'':26} {'estargz':>10} {'go 0.12':>10} {'ratio':>7}")
     rows = (("convert", "convert L9 s", 1), ("convert_rss", "convert peak RSS MB", 1e6),
             ("size", "layer MB", 1e6), ("rpull", "rpull s", 1), ("walk1", "first walk s", 1),
-            ("walk2", "second walk s", 1), ("rss", "RSS serving MB (Go: growth)", 1e6),
-            ("rss_total", "Go snapshotter RSS MB", 1e6))
+            ("walk2", "second walk s", 1), ("rss", "PSS serving MB (Go: growth)", 1e6),
+            ("rss_total", "Go snapshotter PSS MB", 1e6))
     for key, label, scale in rows:
         a, b = mine.get(key), theirs.get(key)
         if a is None and b is None:
@@ -291,10 +276,13 @@ def _table(size: int, mine: dict[str, float], theirs: dict[str, float]) -> None:
 
 
 def _million(work: pathlib.Path, registry: Registry) -> None:
-    blob, summary = synthetic_blob()
+    layer = synthetic_layer(100, 10_000, DEPTH)
+    blob = layer.blob
+    summary: dict[str, object] = {"toc_digest": layer.toc_digest, "diff_id": layer.diff_id,
+                                  "uncompressed_size": len(gzip.decompress(blob))}
     ref = f"{registry.host}/scale:million"
     _push(work, blob, summary, ref)
-    deep, wide = str(summary["deep"]), str(summary["wide"])
+    deep, wide = layer.deep, layer.wide[50]
 
     def probe(mount: pathlib.Path) -> dict[str, float]:
         t = time.perf_counter()
@@ -313,7 +301,7 @@ def _million(work: pathlib.Path, registry: Registry) -> None:
           f"{mine['deep_lookup'] * 1e3:.2f} ms; listing of a 10,000-entry directory "
           f"{mine['wide_readdir'] * 1e3:.2f} ms; "
           f"first walk {mine['walk1']:.1f} s ({mine['entries']:.0f} entries); "
-          f"RSS serving {mine['rss'] / 1e6:.0f} MB", flush=True)
+          f"PSS serving {mine['rss'] / 1e6:.0f} MB", flush=True)
 
 
 def main() -> int:

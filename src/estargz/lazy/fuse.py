@@ -46,6 +46,10 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         self.active_reads = 0
         self.on_mounted: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        self.getattrs = 0
+        """Lookups and getattrs that reached this process (the kernel caches the answers)."""
+        self.listing_pages = 0
+        """readdir requests that reached this process (one per page of a listing)."""
         self.last_request = 0.0
         """When the workload last asked something (monotonic): background work yields to it."""
         self._handles = itertools.count(1)
@@ -182,6 +186,7 @@ class _Session(fuse.FUSE):  # type: ignore[misc]
     """
 
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        self.operations.getattrs += 1
         s = self.operations.stat("/" if path is None else path.decode(_ENCODING, _ERRORS))
         ctypes.memset(buf, 0, ctypes.sizeof(fuse.c_stat))
         _fill(buf.contents, s)
@@ -190,6 +195,7 @@ class _Session(fuse.FUSE):  # type: ignore[misc]
     def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                        flags: int) -> int:
         ops = self.operations
+        ops.listing_pages += 1
         names = ops.listing(fip.contents.fh)
         where = "/" if path is None else path.decode(_ENCODING, _ERRORS)
         prefix = "" if where == "/" else where

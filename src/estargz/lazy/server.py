@@ -48,8 +48,8 @@ _QUIET = 0.2
 """Seconds without a request before the background fetch goes on: a walk of the tree or a
 burst of reads has the process (and its lock on the interpreter) to itself."""
 _RECOUNT = 1.0
-"""Cached chunks are counted again at most this often (a count is a set operation over all
-of the layer's chunks, and a background fetch changes the cache many times a second)."""
+"""Cached chunks are counted again at most this often (a background fetch changes the cache
+many times a second)."""
 
 
 class LayerServer:
@@ -148,12 +148,11 @@ class LayerServer:
         path = self.spec.dir / f"stats-{self.index}.json"
         last: dict[str, object] = {}
         counted, cached, when = -1, 0, 0.0
-        keys = {c.key for _, c in self.chunks}
         while True:
             time.sleep(_STATS_INTERVAL)  # (first: the mount's first reads go first)
             if self.cache.generation != counted and time.monotonic() - when >= _RECOUNT:
                 counted, when = self.cache.generation, time.monotonic()
-                cached = self.cache.count_of(keys)
+                cached = self.cache.count()
             now: dict[str, object] = {
                 "digest": self.layer.digest,
                 "size": self.layer.size,
@@ -163,6 +162,8 @@ class LayerServer:
                 "retries": self.stats.retries,
                 "chunks": len(self.chunks),
                 "cached_chunks": cached,
+                "getattrs": self.ops.getattrs if self.ops is not None else 0,
+                "listing_pages": self.ops.listing_pages if self.ops is not None else 0,
             }
             if now != last:
                 write_json(path, now)

@@ -1,0 +1,127 @@
+"""What makes a lazy mount fast to walk, pinned on real mounts: the kernel keeps what a layer
+answers (a second walk, a second ``stat``, a second miss reach no layer server), listings carry
+the entries' attributes (walking a tree needs no lookup per entry), and a layer of a million
+entries mounts and answers within a bounded memory.
+
+The layer servers count the lookups and listing pages that reach them in ``stats-N.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+
+from estargz.digest import sha256_digest
+from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from estargz.registry import RegistryClient
+from lazykit import Mounts
+from registry_fixture import RegistryServer, unique_repo
+from tarbuild import convert, make_tar, member, synthetic_layer
+
+TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
+
+
+def _push_layer(registry: RegistryServer, blob: bytes, diff_id: str, toc_digest: str) -> str:
+    """A one-layer image of ``blob``; a one-layer mount has no overlay in front of the layer."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(blob),
+                    "size": len(blob), "annotations": {TOC_DIGEST: toc_digest}}],
+    }).encode()
+    repo = unique_repo("scale")
+    with RegistryClient(registry.host) as client:
+        for data in (config, blob):
+            client.push_blob(repo, sha256_digest(data), len(data), data)
+        client.put_manifest(repo, "v1", manifest, OCI_MANIFEST)
+    return f"{registry.host}/{repo}:v1"
+
+
+def _settled(stats: Path) -> dict[str, int]:
+    """The layer server's counts once they stop changing (it writes them within 0.2 s)."""
+    last: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            now = json.loads(stats.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"{stats} did not settle")
+
+
+def _walk(root: Path) -> int:
+    count = 0
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(os.path.join(dirpath, name))
+            count += 1
+    return count
+
+
+def test_the_kernel_keeps_entries_attributes_and_misses(registry: RegistryServer,
+                                                        mounts: Mounts) -> None:
+    items = [member(f"d{d}/", tarfile.DIRTYPE) for d in range(4)]
+    items += [member(f"d{d}/f{f:02d}", data=b"x" * f) for d in range(4) for f in range(60)]
+    tar = make_tar(*items)
+    blob, result = convert(tar)
+    ref = _push_layer(registry, blob, sha256_digest(tar), result.toc_digest)
+    mount = mounts.mount("--no-background-fetch", ref)
+    stats = mounts.state_dir(mount) / "stats-0.json"
+    before = _settled(stats)
+
+    assert _walk(mount) == 244
+    first = _settled(stats)
+    # the listings brought every entry's attributes: the lstat calls needed no lookups
+    assert first["getattrs"] - before["getattrs"] <= 2, (before, first)
+    assert first["listing_pages"] > before["listing_pages"]
+
+    assert _walk(mount) == 244
+    assert os.lstat(mount / "d1/f07").st_size == 7
+    assert os.lstat(mount / "d1/f07").st_size == 7
+    for _ in range(2):
+        assert not (mount / "d1/missing").exists()
+    second = _settled(stats)
+    # nothing came back for attributes or entries; the miss was asked once and kept
+    assert second["getattrs"] == first["getattrs"] + 1, (first, second)
+
+
+def _serving_rss(state: Path) -> int:
+    """Resident bytes of the mount daemon and its layer servers."""
+    daemon = int((state / "daemon.pid").read_text())
+    pids = [daemon]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == daemon:
+                    pids.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_a_layer_of_a_million_entries_mounts_and_answers(registry: RegistryServer,
+                                                         mounts: Mounts) -> None:
+    layer = synthetic_layer(100, 10_000, 32)
+    assert layer.entries == 1_000_033
+    ref = _push_layer(registry, layer.blob, layer.diff_id, layer.toc_digest)
+    mount = mounts.mount("--no-background-fetch", ref)
+    assert os.lstat(mount / layer.deep).st_size == 0
+    names = os.listdir(mount / layer.wide[50])
+    assert len(names) == 9_999 and names[0] == "f00000" and names[-1] == "f09998"
+    assert sorted(os.listdir(mount)) == sorted([*layer.wide, "n00"])
+    assert _serving_rss(mounts.state_dir(mount)) < 1 << 30
