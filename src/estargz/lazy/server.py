@@ -44,9 +44,10 @@ _BACKGROUND_CHUNKS = 64
 the cache between two looks at the workload, which must not wait for thousands of them."""
 _STATS_INTERVAL = 0.2
 _BACKGROUND_DELAY = 1.0
-_QUIET = 0.2
-"""Seconds without a request before the background fetch goes on: a walk of the tree or a
-burst of reads has the process (and its lock on the interpreter) to itself."""
+_WALK_RATE = 2000
+"""Attributes given out per second above which the workload is walking the tree: the
+background fetch waits, so that the walk has the process (and its lock on the interpreter) to
+itself. A walk gives out tens of thousands a second; a workload reading files, hundreds."""
 _RECOUNT = 1.0
 """Cached chunks are counted again at most this often (a background fetch changes the cache
 many times a second)."""
@@ -83,6 +84,7 @@ class LayerServer:
         self.fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
         self.chunks = self.reader.all_chunks()
         self.ops: LayerOperations | None = None
+        self._answered, self._looked = 0, time.monotonic()
         gc.freeze()  # the index never changes: the collector need not walk it again
 
     def _source(self, client: RegistryClient) -> BlobSource:
@@ -130,13 +132,24 @@ class LayerServer:
         log.info("%s: background fetch complete", self.label)
 
     def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
-        while self.ops is not None and self.ops.busy(_QUIET):  # the workload first
+        while self._workload_busy():  # the workload first
             time.sleep(0.05)
         try:
             reader.fetch_range(group)
         except Exception as exc:
             log.warning("%s: background fetch of %d chunks failed (%s); they will be fetched "
                         "when read", self.label, len(group), exc)
+
+    def _workload_busy(self) -> bool:
+        """Reads in flight, or attributes given out faster than a reading workload does, since
+        the last look."""
+        ops = self.ops
+        if ops is None:
+            return False
+        now, answered = time.monotonic(), ops.answered
+        rate = (answered - self._answered) / max(now - self._looked, 1e-3)
+        self._answered, self._looked = answered, now
+        return bool(ops.active_reads) or rate > _WALK_RATE
 
     def stats_loop(self) -> None:
         """Rewrite ``stats-N.json`` whenever the numbers change (checked a few times a second).
