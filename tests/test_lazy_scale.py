@@ -15,32 +15,9 @@ import time
 from pathlib import Path
 
 from estargz.digest import sha256_digest
-from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
-from estargz.registry import RegistryClient
-from lazykit import Mounts
-from registry_fixture import RegistryServer, unique_repo
+from lazykit import Mounts, push_layer
+from registry_fixture import RegistryServer
 from tarbuild import convert, make_tar, member, synthetic_layer
-
-TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
-
-
-def _push_layer(registry: RegistryServer, blob: bytes, diff_id: str, toc_digest: str) -> str:
-    """A one-layer image of ``blob``; a one-layer mount has no overlay in front of the layer."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-        "type": "layers", "diff_ids": [diff_id]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(blob),
-                    "size": len(blob), "annotations": {TOC_DIGEST: toc_digest}}],
-    }).encode()
-    repo = unique_repo("scale")
-    with RegistryClient(registry.host) as client:
-        for data in (config, blob):
-            client.push_blob(repo, sha256_digest(data), len(data), data)
-        client.put_manifest(repo, "v1", manifest, OCI_MANIFEST)
-    return f"{registry.host}/{repo}:v1"
 
 
 def _settled(stats: Path) -> dict[str, int]:
@@ -74,7 +51,8 @@ def test_the_kernel_keeps_entries_attributes_and_misses(registry: RegistryServer
     items += [member(f"d{d}/f{f:02d}", data=b"x" * f) for d in range(4) for f in range(60)]
     tar = make_tar(*items)
     blob, result = convert(tar)
-    ref = _push_layer(registry, blob, sha256_digest(tar), result.toc_digest)
+    # one layer: the mount has no overlay in front of the layer server
+    ref = push_layer(registry.host, blob, sha256_digest(tar), result.toc_digest, "scale")
     mount = mounts.mount("--no-background-fetch", ref)
     stats = mounts.state_dir(mount) / "stats-0.json"
     before = _settled(stats)
@@ -118,7 +96,7 @@ def test_a_layer_of_a_million_entries_mounts_and_answers(registry: RegistryServe
                                                          mounts: Mounts) -> None:
     layer = synthetic_layer(100, 10_000, 32)
     assert layer.entries == 1_000_033
-    ref = _push_layer(registry, layer.blob, layer.diff_id, layer.toc_digest)
+    ref = push_layer(registry.host, layer.blob, layer.diff_id, layer.toc_digest, "million")
     mount = mounts.mount("--no-background-fetch", ref)
     assert os.lstat(mount / layer.deep).st_size == 0
     names = os.listdir(mount / layer.wide[50])
