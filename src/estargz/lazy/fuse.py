@@ -105,6 +105,8 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         return result
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        """mfusepy's form (it installs the callback because this exists); :class:`_Session`
+        answers through :meth:`stat` instead."""
         st = self._call("getattr", path, lambda: self.fs.getattr(path))
         return st.as_dict()
 
@@ -123,7 +125,7 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         return 0
 
     def readdir(self, path: str, fh: int) -> list[str | tuple[str, dict[str, int], int]]:
-        """(Unused while served by :class:`_Session`, which reads :meth:`listing`.)"""
+        """mfusepy's form, as for :meth:`getattr`; :class:`_Session` reads :meth:`listing`."""
         entries = self._call("readdir", path, lambda: self.fs.readdir_typed(path))
         typed = [(n, {"st_mode": mode, "st_ino": ino}, 0) for n, mode, ino in entries]
         return [".", "..", *typed]
