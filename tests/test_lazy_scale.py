@@ -64,6 +64,14 @@ def test_the_kernel_keeps_entries_attributes_and_misses(registry: RegistryServer
     assert first["listing_pages"] > before["listing_pages"]
 
     assert _walk(mount) == 244
+    # listed again, from the types and inode numbers given the first time: the same as lstat's
+    again = list(os.scandir(mount / "d2"))
+    assert [e.name for e in again] == [f"f{f:02d}" for f in range(60)]
+    for e in again:
+        st = os.lstat(e.path)
+        assert (e.is_dir(), e.is_file(), e.inode()) == (False, True, st.st_ino)
+    assert [(e.name, e.is_dir(), e.inode()) for e in os.scandir(mount)] == [
+        (f"d{d}", True, os.lstat(mount / f"d{d}").st_ino) for d in range(4)]
     assert os.lstat(mount / "d1/f07").st_size == 7
     assert os.lstat(mount / "d1/f07").st_size == 7
     for _ in range(2):

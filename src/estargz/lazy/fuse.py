@@ -18,6 +18,7 @@ import itertools
 import logging
 import struct
 import threading
+from array import array
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,9 +56,12 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
         of the tree, which background work makes way for."""
         self._handles = itertools.count(1)
         self._listings: dict[int, list[str]] = {}
-        self.given: set[str] = set()
-        """Directories whose every entry went to the kernel with its attributes: listed again,
-        they go without (the kernel keeps entries an hour; one it dropped is looked up)."""
+        self._taking: dict[int, tuple[array[int], array[int]]] = {}
+        self.given: dict[str, tuple[array[int], array[int]]] = {}
+        """Directories whose every entry went to the kernel with its attributes, with the
+        types and inode numbers given (12 bytes an entry): listed again, they go without
+        attributes and without a lookup (the kernel keeps entries an hour; one it dropped is
+        looked up)."""
 
     def attach(self, fs: LayerFS) -> None:
         """What to serve; before the kernel's INIT is answered, as no request comes earlier."""
@@ -82,7 +86,6 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
 
     def stat(self, path: str) -> Stat:
         """For every lookup and getattr (the session fills the stat buffer from it)."""
-        self.answered += 1
         try:  # (what _call does, without its two extra calls: this one is the hot path)
             st = self.fs.getattr(path)
         except Exception as exc:
@@ -120,8 +123,13 @@ class LayerOperations(fuse.Operations):  # type: ignore[misc]
     def listing(self, fh: int) -> list[str]:
         return self._listings[fh]
 
+    def taking(self, fh: int) -> tuple[array[int], array[int]]:
+        """Where the types and inode numbers given out through handle ``fh`` are kept."""
+        return self._taking.setdefault(fh, (array("I"), array("Q")))
+
     def releasedir(self, path: str, fh: int) -> int:
         self._listings.pop(fh, None)
+        self._taking.pop(fh, None)
         return 0
 
     def readdir(self, path: str, fh: int) -> list[str | tuple[str, dict[str, int], int]]:
@@ -209,6 +217,7 @@ class _Session(fuse.FUSE):  # type: ignore[misc]
 
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
         self.operations.getattrs += 1
+        self.operations.answered += 1
         s = self.operations.stat("/" if path is None else path.decode(_ENCODING, _ERRORS))
         _fill(buf.contents, s)
         return 0
@@ -217,24 +226,38 @@ class _Session(fuse.FUSE):  # type: ignore[misc]
                        flags: int) -> int:
         ops = self.operations
         ops.listing_pages += 1
-        names = ops.listing(fip.contents.fh)
+        fh = fip.contents.fh
+        names = ops.listing(fh)
         where = "/" if path is None else path.decode(_ENCODING, _ERRORS)
         prefix = "" if where == "/" else where
-        plus = _FILL_DIR_PLUS if flags & _READDIR_PLUS and where not in ops.given else 0
+        known = ops.given.get(where)
+        if known is not None and len(known[0]) != len(names) - 2:
+            known = None
+        plus = _FILL_DIR_PLUS if flags & _READDIR_PLUS and known is None else 0
+        modes, inodes = ops.taking(fh) if plus else (None, None)
         st = fuse.c_stat()
         stat = ops.stat
+        ops.answered += len(names) - offset  # (at most: the page may hold fewer)
         for index in range(offset, len(names)):
             name = names[index]
             if index < 2:  # "." and "..": libfuse fills them in
                 full = filler(buf, name.encode(), None, index + 1, 0)
-            else:  # (without attributes, only the type and inode number are used)
-                _fill(st, stat(f"{prefix}/{name}"))
+            elif known is not None:  # without attributes: the type and inode number only
+                st.st_mode, st.st_ino = known[0][index - 2], known[1][index - 2]
+                full = filler(buf, name.encode(_ENCODING, _ERRORS), st, index + 1, 0)
+            else:
+                s = stat(f"{prefix}/{name}")
+                _fill(st, s)
                 full = filler(buf, name.encode(_ENCODING, _ERRORS), st, index + 1, plus)
+                if not full and modes is not None and inodes is not None \
+                        and len(modes) == index - 2:  # (in order: pages may be asked again)
+                    modes.append(s.st_mode)
+                    inodes.append(s.st_ino)
             if full:
                 break  # the kernel's page is full: it asks again from this offset
         else:
-            if plus:
-                ops.given.add(where)
+            if modes is not None and inodes is not None and len(modes) == len(names) - 2:
+                ops.given[where] = (modes, inodes)
         return 0
 
 
