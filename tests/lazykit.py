@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from clikit import Cli
+from estargz.digest import sha256_digest
+from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
+from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from estargz.registry import RegistryClient
 from imagekit import busybox_layers, write_oci_layout
 from peer import go_peer
 from registry_fixture import unique_repo
@@ -38,6 +42,7 @@ __all__ = [
     "assert_same_tree",
     "lazy_mounts",
     "mounted_under",
+    "push_layer",
     "skopeo",
     "snapshot",
     "umoci_rootfs",
@@ -65,6 +70,26 @@ def mounted_under(prefix: str | Path) -> list[str]:
             if point == prefix or point.startswith(prefix + "/"):
                 out.append(point)
     return out
+
+
+def push_layer(host: str, blob: bytes, diff_id: str, toc_digest: str, name: str) -> str:
+    """A one-layer image of the eStargz ``blob`` in the registry at ``host``, its TOC digest
+    annotated as converters do; returns its reference."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(blob),
+                    "size": len(blob), "annotations": {TOC_JSON_DIGEST_ANNOTATION: toc_digest}}],
+    }).encode()
+    repo = unique_repo(name)
+    with RegistryClient(host) as client:
+        for data in (config, blob):
+            client.push_blob(repo, sha256_digest(data), len(data), data)
+        client.put_manifest(repo, "v1", manifest, OCI_MANIFEST)
+    return f"{host}/{repo}:v1"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0,

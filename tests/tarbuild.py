@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from estargz.format import (
@@ -18,7 +21,8 @@ from estargz.format import (
     parse_footer,
 )
 
-__all__ = ["MTIME", "Item", "convert", "make_tar", "member", "with_toc", "with_toc_json"]
+__all__ = ["MTIME", "Item", "SyntheticLayer", "convert", "make_tar", "member", "synthetic_layer",
+           "with_toc", "with_toc_json"]
 
 MTIME = 1_700_000_000
 Item = tuple[tarfile.TarInfo, bytes]
@@ -60,3 +64,44 @@ def with_toc_json(blob: bytes, toc_json: bytes) -> bytes:
     toc_offset = parse_footer(blob[-51:]).toc_offset
     assert toc_offset is not None
     return blob[:toc_offset] + build_toc_blob(toc_json) + estargz_footer(toc_offset)
+
+
+@dataclass(frozen=True)
+class SyntheticLayer:
+    blob: bytes
+    diff_id: str
+    toc_digest: str
+    entries: int
+    deep: str
+    """The file at the end of the chain of directories."""
+    wide: list[str]
+    """The directories of ``per_dir - 1`` files each."""
+
+
+def synthetic_layer(dirs: int, per_dir: int, depth: int) -> SyntheticLayer:
+    """A layer of empty files only: ``dirs`` directories of ``per_dir - 1`` files each and a
+    chain of ``depth`` directories with one file at its end. Its TOC is written as text (a
+    million entries as objects would take gigabytes here) and there is no data, only the TOC
+    member and the footer."""
+    stamp = '"modtime":"2023-11-14T22:13:20Z"'
+    parts = []
+    wide = [f"big{d:03d}" for d in range(dirs)]
+    for d in wide:
+        parts.append(f'{{"name":"{d}/","type":"dir",{stamp},"mode":493}}')
+        parts.extend(f'{{"name":"{d}/f{f:05d}","type":"reg",{stamp},"mode":420}}'
+                     for f in range(per_dir - 1))
+    chain = [f"n{i:02d}" for i in range(depth)]
+    parts.extend(f'{{"name":"{"/".join(chain[:i + 1])}/","type":"dir",{stamp},"mode":493}}'
+                 for i in range(depth))
+    deep = "/".join([*chain, "leaf"])
+    parts.append(f'{{"name":"{deep}","type":"reg",{stamp},"mode":420}}')
+    toc_json = ('{"version":1,"entries":[' + ",".join(parts) + "]}").encode()
+    blob = build_toc_blob(toc_json, level=1) + estargz_footer(0)
+    return SyntheticLayer(
+        blob=blob,
+        diff_id="sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest(),
+        toc_digest="sha256:" + hashlib.sha256(toc_json).hexdigest(),
+        entries=len(parts),
+        deep=deep,
+        wide=wide,
+    )

@@ -15,12 +15,9 @@ from pathlib import Path
 
 from estargz.digest import sha256_digest
 from estargz.format import open_blob
-from estargz.format.types import TOC_JSON_DIGEST_ANNOTATION
-from estargz.image.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
-from estargz.registry import RegistryClient
 from imagekit import HELLO
-from lazykit import Images, Mounts, mounted_under, skopeo, wait_for
-from registry_fixture import RegistryServer, unique_repo
+from lazykit import Images, Mounts, mounted_under, push_layer, skopeo, wait_for
+from registry_fixture import RegistryServer
 from tarbuild import convert, make_tar, member, with_toc
 
 
@@ -195,22 +192,9 @@ def test_a_toc_that_cannot_be_indexed_fails_the_mount_with_its_reason(
         next(e for e in entries if e["name"] == "b")["linkName"] = "missing"
 
     blob = with_toc(good, dangle)
-    toc = open_blob(blob).toc_digest
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-        "type": "layers", "diff_ids": [sha256_digest(tar)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(blob),
-                    "size": len(blob), "annotations": {TOC_JSON_DIGEST_ANNOTATION: toc}}],
-    }).encode()
-    repo = unique_repo("bad-index")
-    with RegistryClient(registry.host) as client:
-        for data in (config, blob):
-            client.push_blob(repo, sha256_digest(data), len(data), data)
-        client.put_manifest(repo, "v1", manifest, OCI_MANIFEST)
-    proc = mounts.rpull(f"{registry.host}/{repo}:v1", ok=False)
+    ref = push_layer(registry.host, blob, sha256_digest(tar), open_blob(blob).toc_digest,
+                     "bad-index")
+    proc = mounts.rpull(ref, ok=False)
     assert proc.returncode == 1
     assert "layer 0: InvalidTOC:" in proc.stderr and "'missing'" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -17,7 +17,7 @@ import itertools
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, lt
 from typing import Protocol
@@ -107,6 +107,8 @@ _file_order = attrgetter("chunk_offset")
 _offset = attrgetter("offset")
 _path_of = itemgetter(0)
 _NO_CHUNKS = range(0)
+_NO_XATTRS: dict[str, bytes] = {}
+"""Shared by every entry without xattrs: the index never changes an entry's xattrs."""
 
 
 def _blob_order(item: tuple[str, Chunk]) -> tuple[int, int]:
@@ -399,6 +401,11 @@ class BlobReader:
         with paused_gc():
             self._index()
 
+    def drop_toc_json(self) -> None:
+        """Forget the TOC's bytes (``toc_json`` becomes empty): a reader that lives long and
+        never hands its TOC out keeps only the index, which is parsed from them."""
+        self.toc_json = b""
+
     # --- index ---------------------------------------------------------------------------
 
     def _dir(self, name: str) -> dict[str, str]:
@@ -445,8 +452,12 @@ class BlobReader:
         tidy = True
         clean, add_name = clean_name, self._order.append
         add_piece, add_owner = pieces.append, owners.append
+        stamps: dict[str, str] = {}  # a layer has few distinct modtimes: one string each
         for entry in self.entries:
             kind = entry.type
+            entry.modtime = stamps.setdefault(entry.modtime, entry.modtime)
+            if not entry.xattrs:  # (msgspec gives each entry a dict of its own)
+                entry.xattrs = _NO_XATTRS
             if kind == "chunk":
                 if last is None:
                     raise InvalidTOC(f"chunk entry {entry.name!r} does not follow a regular file")
@@ -470,6 +481,8 @@ class BlobReader:
                 tidy = self._replace(name, entry) and tidy
             last = None
             if kind == "reg":
+                if entry.chunk_digest == entry.digest:  # a one-chunk file: one string
+                    entry.chunk_digest = entry.digest
                 last = (name, entry)
                 if entry.size > 0:
                     add_owner(last)
@@ -642,6 +655,23 @@ class BlobReader:
     def lookup(self, path: str) -> FileInfo | None:
         name = clean_name(path)
         return self._info(name) if name in self._entries else None
+
+    def entry(self, name: str) -> tuple[TOCEntry, int, str | None] | None:
+        """The entry holding the metadata of ``name`` (a hardlink's target's), its link count
+        and the hardlink target, or None. ``name`` is taken as the index keeps it (clean, no
+        leading ``/``): the fast path for a filesystem that asks this for every lookup."""
+        target = self._targets.get(name)
+        content = name if target is None else target
+        e = self._entries.get(content)
+        if e is None:
+            return None
+        return e, self._nlink.get(content, 1), target
+
+    def children(self, name: str) -> KeysView[str] | None:
+        """The base names in directory ``name`` (clean, as :meth:`entry` takes it) in TOC
+        order, unsorted and uncopied; None if it is not a directory."""
+        kids = self._children.get(name)
+        return None if kids is None else kids.keys()
 
     def stat(self, path: str) -> FileInfo:
         return self._info(self._path(path))

@@ -96,10 +96,10 @@ class DiskChunkCache:
         with self._lock:
             return key in self._known()
 
-    def count_of(self, keys: set[str]) -> int:
-        """How many of ``keys`` are cached (one set operation, not a lookup per key)."""
+    def count(self) -> int:
+        """How many chunks of this layer are cached (its directory holds nothing else)."""
         with self._lock:
-            return len(keys.intersection(self._known()))
+            return len(self._known())
 
     def get(self, key: str) -> bytes | None:
         path = self.dir / key

@@ -12,9 +12,10 @@ import itertools
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from estargz.errors import FormatError, VerificationError
 from estargz.format import BlobReader, FileInfo
@@ -37,9 +38,9 @@ BLOCK_SIZE = 256 << 10
 """Reported as st_blksize: large reads mean fewer round trips through FUSE."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
-    """What ``getattr`` returns, in ``os.stat_result`` field names."""
+class Stat(msgspec.Struct, frozen=True, gc=False):
+    """What ``getattr`` returns, in ``os.stat_result`` field names (a ``msgspec`` struct: one
+    is made for every lookup and every listed entry, and these are built in C)."""
 
     st_mode: int
     st_ino: int
@@ -53,7 +54,7 @@ class Stat:
     st_blksize: int = BLOCK_SIZE
 
     def as_dict(self) -> dict[str, int]:
-        out = {name: getattr(self, name) for name in self.__slots__}
+        out = {name: getattr(self, name) for name in self.__struct_fields__}
         out["st_atime"] = out["st_ctime"] = self.st_mtime
         return out
 
@@ -91,6 +92,7 @@ class LayerFS:
         # same number would look like hardlinks to tar, cp -a and du
         self._inodes = dict(zip(dict.fromkeys(["", *names]), itertools.count(1)))
         self._statfs: dict[str, Any] | None = None
+        self._mtimes: dict[str, int] = {}
 
     def _sort_out(self, names: list[str], special: set[str], links: set[str],
                   bottom: bool) -> list[str]:
@@ -127,44 +129,59 @@ class LayerFS:
 
     def lookup(self, path: str) -> FileInfo | None:
         name = self._name(path)
-        base = name.rpartition("/")[2]
-        if base.startswith(WHITEOUT_PREFIX) or name in LANDMARK_NAMES:
-            return None  # whiteout markers and landmarks are not part of the tree
+        if self._hidden(name):
+            return None
         return self.reader.lookup(name)
 
+    @staticmethod
+    def _hidden(name: str) -> bool:
+        """Whiteout markers and landmarks are not part of the tree."""
+        return name[name.rfind("/") + 1:].startswith(WHITEOUT_PREFIX) or name in LANDMARK_NAMES
+
     def getattr(self, path: str) -> Stat | None:
+        """Straight from the TOC entry: the kernel asks this for every lookup."""
         name = self._name(path)
-        info = self.lookup(name)
-        if info is None:
+        found = None if self._hidden(name) else self.reader.entry(name)
+        if found is None:
             if self._whiteout(name):
                 return Stat(stat.S_IFCHR, self._inodes[name], 1, 0, 0, 0, os.makedev(0, 0), 0, 0)
             return None
-        size = info.size if info.type == "reg" else 0
-        if info.type == "symlink":
-            size = len(info.link_name.encode("utf-8", "surrogateescape"))
-        elif info.type == "dir":
+        e, nlink, target = found
+        kind = e.type
+        if kind == "reg":
+            size = e.size
+        elif kind == "dir":
             size = 4096
+        elif kind == "symlink":
+            size = len(e.link_name.encode("utf-8", "surrogateescape"))
+        else:
+            size = 0
+        mtime = self._mtimes.get(e.modtime)
+        if mtime is None:  # a few distinct stamps per layer: parsed once each
+            mtime = self._mtimes[e.modtime] = _mtime(e.modtime)
         return Stat(
-            st_mode=_TYPE_BITS.get(info.type, stat.S_IFREG) | (info.mode & 0o7777),
-            st_ino=self._ino(info),
-            st_nlink=max(info.nlink, 1),
-            st_uid=info.uid,
-            st_gid=info.gid,
-            st_size=size,
-            st_rdev=os.makedev(info.dev_major, info.dev_minor),
-            st_mtime=_mtime(info.modtime),
-            st_blocks=(size + 511) // 512,
+            _TYPE_BITS.get(kind, stat.S_IFREG) | (e.mode & 0o7777),
+            self._inodes[target or name],
+            max(nlink, 1),
+            e.uid,
+            e.gid,
+            size,
+            os.makedev(e.dev_major, e.dev_minor) if e.dev_major or e.dev_minor else 0,
+            mtime,
+            (size + 511) // 512,
         )
 
     def readdir(self, path: str) -> list[str] | None:
         name = self._name(path)
-        info = self.reader.lookup(name)
-        if info is None or info.type != "dir":
+        children = self.reader.children(name)
+        if children is None:
             return None
-        names = [n for n in self.reader.listdir(name) if not n.startswith(WHITEOUT_PREFIX)]
+        names = sorted(n for n in children if not n.startswith(WHITEOUT_PREFIX))
         if not name:
             names = [n for n in names if n not in LANDMARK_NAMES]
-        names += sorted(self.whiteouts.get(name, set()) - set(names))
+        hidden = self.whiteouts.get(name)
+        if hidden:
+            names += sorted(hidden - set(names))
         return names
 
     def readdir_typed(self, path: str) -> list[tuple[str, int, int]] | None:
@@ -213,8 +230,8 @@ class LayerFS:
 
     def statfs(self) -> dict[str, Any]:
         if self._statfs is None:  # the layer never changes: count once
-            total = sum(i.size for i in self.reader.walk()
-                        if i.type == "reg" and not i.hardlink_to)
+            # from the raw entries: a walk makes an object per path, seconds for a million
+            total = sum(e.size for e in self.reader.entries if e.type == "reg")
             blocks = (total + BLOCK_SIZE - 1) // BLOCK_SIZE
             self._statfs = {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": blocks,
                             "f_bfree": 0, "f_bavail": 0, "f_files": len(self._inodes),

@@ -39,8 +39,18 @@ __all__ = ["LayerServer", "main", "registry_client", "run_layer"]
 
 log = logging.getLogger("estargz.lazy")
 _BACKGROUND_RANGE = 4 << 20
+_BACKGROUND_CHUNKS = 64
+"""At most this many chunks per background request: each group is checked in and written to
+the cache between two looks at the workload, which must not wait for thousands of them."""
 _STATS_INTERVAL = 0.2
 _BACKGROUND_DELAY = 1.0
+_WALK_RATE = 2000
+"""Attributes given out per second above which the workload is walking the tree: the
+background fetch waits, so that the walk has the process (and its lock on the interpreter) to
+itself. A walk gives out tens of thousands a second; a workload reading files, hundreds."""
+_RECOUNT = 1.0
+"""Cached chunks are counted again at most this often (a background fetch changes the cache
+many times a second)."""
 
 
 class LayerServer:
@@ -68,10 +78,13 @@ class LayerServer:
         self.cache = DiskChunkCache(Path(spec.store_root) / "cache", layer.digest[7:],
                                     spec.cache_bytes)
         self.reader: BlobReader = blob.verify_toc(layer.toc_digest, chunk_cache=self.cache)
+        self.reader.drop_toc_json()  # (about as large as the index)
+        del blob, toc_json
         forget = self.source.forget if isinstance(self.source, ResilientSource) else None
         self.fs = LayerFS(self.reader, on_bad_data=forget, bottom=index == 0)
         self.chunks = self.reader.all_chunks()
         self.ops: LayerOperations | None = None
+        self._answered, self._looked = 0, time.monotonic()
         gc.freeze()  # the index never changes: the collector need not walk it again
 
     def _source(self, client: RegistryClient) -> BlobSource:
@@ -107,7 +120,8 @@ class LayerServer:
         group: list[tuple[str, Chunk]] = []
         start = 0
         for name, chunk in self.chunks:
-            if group and chunk.member_end - start > _BACKGROUND_RANGE:
+            if group and (chunk.member_end - start > _BACKGROUND_RANGE
+                          or len(group) >= _BACKGROUND_CHUNKS):
                 self._fetch_group(reader, group)
                 group = []
             if not group:
@@ -118,13 +132,24 @@ class LayerServer:
         log.info("%s: background fetch complete", self.label)
 
     def _fetch_group(self, reader: BlobReader, group: list[tuple[str, Chunk]]) -> None:
-        while self.ops is not None and self.ops.active_reads:  # on-demand reads first
-            time.sleep(0.01)
+        while self._workload_busy():  # the workload first
+            time.sleep(0.05)
         try:
             reader.fetch_range(group)
         except Exception as exc:
             log.warning("%s: background fetch of %d chunks failed (%s); they will be fetched "
                         "when read", self.label, len(group), exc)
+
+    def _workload_busy(self) -> bool:
+        """Reads in flight, or attributes given out faster than a reading workload does, since
+        the last look."""
+        ops = self.ops
+        if ops is None:
+            return False
+        now, answered = time.monotonic(), ops.answered
+        rate = (answered - self._answered) / max(now - self._looked, 1e-3)
+        self._answered, self._looked = answered, now
+        return bool(ops.active_reads) or rate > _WALK_RATE
 
     def stats_loop(self) -> None:
         """Rewrite ``stats-N.json`` whenever the numbers change (checked a few times a second).
@@ -135,13 +160,12 @@ class LayerServer:
         """
         path = self.spec.dir / f"stats-{self.index}.json"
         last: dict[str, object] = {}
-        counted, cached = -1, 0
-        keys = {c.key for _, c in self.chunks}
+        counted, cached, when = -1, 0, 0.0
         while True:
             time.sleep(_STATS_INTERVAL)  # (first: the mount's first reads go first)
-            if self.cache.generation != counted:
-                counted = self.cache.generation
-                cached = self.cache.count_of(keys)
+            if self.cache.generation != counted and time.monotonic() - when >= _RECOUNT:
+                counted, when = self.cache.generation, time.monotonic()
+                cached = self.cache.count()
             now: dict[str, object] = {
                 "digest": self.layer.digest,
                 "size": self.layer.size,
@@ -151,6 +175,8 @@ class LayerServer:
                 "retries": self.stats.retries,
                 "chunks": len(self.chunks),
                 "cached_chunks": cached,
+                "getattrs": self.ops.getattrs if self.ops is not None else 0,
+                "listing_pages": self.ops.listing_pages if self.ops is not None else 0,
             }
             if now != last:
                 write_json(path, now)
