@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from clikit import assert_clear_error
 from estargz.errors import (
     BuildError,
     ChunkDigestMismatch,
@@ -313,23 +314,22 @@ def _retail(blob: bytes, frame: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("damage", "error", "message"),
+    ("damage", "message"),
     [
-        (lambda b: b[:-1], "InvalidFooter", "zstd:chunked: no skippable frame of 40 bytes"),
-        (lambda b: b[:300], "InvalidFooter", "no eStargz footer"),
-        (lambda b: _retail(b, b[struct.unpack("<Q", b[-40:-32])[0]:-48][:-10]), "InvalidTOC",
+        (lambda b: b[:-1], "zstd:chunked: no skippable frame of 40 bytes"),
+        (lambda b: b[:300], "no eStargz footer"),
+        (lambda b: _retail(b, b[struct.unpack("<Q", b[-40:-32])[0]:-48][:-10]),
          "the TOC's zstd frame is truncated"),
-        (lambda b: _retail(b, b"\x28\xb5\x2f\xfd" + b"\xff" * 40), "FormatError",
+        (lambda b: _retail(b, b"\x28\xb5\x2f\xfd" + b"\xff" * 40),
          "zstd frame does not decompress"),
         (lambda b: _retail(b, __import__("backports.zstd").zstd.compress(b"{not json", 3)),
-         "InvalidTOC", ""),
+         "TOC is not valid JSON"),
     ],
     ids=["footer-cut", "blob-cut", "toc-frame-cut", "toc-frame-garbage", "toc-not-json"],
 )
 def test_damaged_blobs_are_refused_in_one_line(rich_tar: bytes, tmp_path: pathlib.Path,
                                                capsys: pytest.CaptureFixture[str],
-                                               damage: object, error: str,
-                                               message: str) -> None:
+                                               damage: object, message: str) -> None:
     from estargz.cli.main import main
 
     blob, _ = _build(rich_tar)
@@ -337,4 +337,4 @@ def test_damaged_blobs_are_refused_in_one_line(rich_tar: bytes, tmp_path: pathli
     path.write_bytes(damage(blob))  # type: ignore[operator]
     assert main(["layer", "verify", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{error}: " in err and message in err, err
+    assert message in assert_clear_error(err), err
