@@ -10,20 +10,20 @@ from estargz._exports import lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from estargz.format.chunks import Chunk
     from estargz.format.extract import extract
     from estargz.format.footer import Footer, estargz_footer, external_footer, parse_footer
-    from estargz.format.reader import (
-        BlobReader,
-        Chunk,
-        FileInfo,
+    from estargz.format.index import FileInfo
+    from estargz.format.reader import BlobReader
+    from estargz.format.source import BlobSource, BytesSource, FileSource
+    from estargz.format.toc import decode_toc, encode_toc, toc_digest
+    from estargz.format.tocread import (
         RawTOC,
         UnverifiedBlob,
         open_blob,
         parse_toc_blob,
         read_toc,
     )
-    from estargz.format.source import BlobSource, BytesSource, FileSource
-    from estargz.format.toc import decode_toc, encode_toc, toc_digest
     from estargz.format.types import TOCEntry
     from estargz.format.writer import BuildOptions, BuildResult, build, build_toc_blob
 
@@ -57,9 +57,11 @@ __all__ = [
 __getattr__ = lazy_exports(__name__, globals(), {
     "estargz.format.extract": ("extract",),
     "estargz.format.footer": ("Footer", "estargz_footer", "external_footer", "parse_footer"),
-    "estargz.format.reader": (
-        "BlobReader", "Chunk", "FileInfo", "RawTOC", "UnverifiedBlob", "open_blob",
-        "parse_toc_blob", "read_toc",
+    "estargz.format.chunks": ("Chunk",),
+    "estargz.format.index": ("FileInfo",),
+    "estargz.format.reader": ("BlobReader",),
+    "estargz.format.tocread": (
+        "RawTOC", "UnverifiedBlob", "open_blob", "parse_toc_blob", "read_toc",
     ),
     "estargz.format.source": ("BlobSource", "BytesSource", "FileSource"),
     "estargz.format.toc": ("decode_toc", "encode_toc", "toc_digest"),

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from estargz.errors import ExtractError, UnsafePath
-from estargz.format.reader import BlobReader, FileInfo
+from estargz.format.index import FileInfo
+from estargz.format.reader import BlobReader
 
 __all__ = ["ExtractReport", "extract"]
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from estargz.errors import FormatError
+
 __all__ = [
     "BlobSource",
     "BytesSource",
@@ -24,6 +26,7 @@ __all__ = [
     "as_source",
     "compressed_magic",
     "gzip_magic",
+    "read_exact",
     "spool_tar",
 ]
 
@@ -271,3 +274,15 @@ def spool_tar(stream: BinaryIO, head: bytes, tmpdir: str | None,
         return FileSource.from_fd(tmp.fileno())
     finally:
         tmp.close()
+
+
+def read_exact(source: BlobSource, offset: int, size: int, what: str) -> bytes:
+    """Exactly ``size`` bytes at ``offset``, or a FormatError naming ``what``."""
+    if offset < 0 or size < 0 or offset + size > source.size:
+        raise FormatError(
+            f"{what}: bytes [{offset}, {offset + size}) are outside the blob ({source.size} bytes)"
+        )
+    data = source.read_at(offset, size)
+    if len(data) != size:
+        raise FormatError(f"{what}: short read at offset {offset} ({len(data)} of {size} bytes)")
+    return data

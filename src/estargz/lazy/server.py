@@ -25,7 +25,7 @@ from pathlib import Path
 from estargz.errors import EstargzError
 from estargz.format import BlobReader, BlobSource, Chunk
 from estargz.format.footer import Footer
-from estargz.format.reader import UnverifiedBlob
+from estargz.format.tocread import UnverifiedBlob
 from estargz.format.types import MAX_TOC_SIZE
 from estargz.lazy.cache import DiskChunkCache
 from estargz.lazy.fuse import LayerOperations, serve
