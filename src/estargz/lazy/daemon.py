@@ -169,13 +169,15 @@ def _serve_layer(spec: MountSpec, index: int, feed: int | None, mounted_fd: int)
 class Daemon:
     """``feeds``: per layer, the pipe on which ``rpull`` sends the layer's TOC (None: the layer
     servers read the TOCs from the store). ``ready_fd``: where to say ``ready`` or
-    ``failed: why`` once, for the waiting rpull."""
+    ``failed: why`` once, for the waiting rpull; ``named_fd``: where rpull then says that it
+    named the image (end of file instead: rpull died before, and the mount is removed)."""
 
     def __init__(self, spec: MountSpec, feeds: list[int] | None = None,
-                 ready_fd: int | None = None) -> None:
+                 ready_fd: int | None = None, named_fd: int | None = None) -> None:
         self.spec = spec
         self.feeds = feeds
         self.ready_fd = ready_fd
+        self.named_fd = named_fd
         self.servers: list[_Child] = []
         self.layer_info: dict[int, tuple[int, int]] = {}
         """Per layer, once mounted: TOC entries and prefetch bytes."""
@@ -198,10 +200,30 @@ class Daemon:
             self._close_ready()
         return heard
 
+    def _named(self) -> bool:
+        """Whether rpull named the image after hearing ``ready`` (False: it died first)."""
+        if self.named_fd is None:
+            return True
+        try:
+            return os.read(self.named_fd, 16).startswith(b"named")
+        except OSError:
+            return False
+        finally:
+            os.close(self.named_fd)
+            self.named_fd = None
+
     def _abandon(self) -> None:
         """Remove every trace of a mount whose rpull died before it was ready: no image
         names it and nobody else knows of it."""
         log.info("the rpull of %s went away: removing the mount", self.spec.image)
+        for server in self.servers:  # (a server still mounting when stop() ran)
+            with contextlib.suppress(Exception):
+                server.wait(timeout=10)
+        with open("/proc/self/mounts") as mounts:
+            below = [line.split()[1] for line in mounts
+                     if line.split()[1].startswith(f"{self.spec.dir}/")]
+        for path in sorted(below, reverse=True):
+            _umount(path)
         root = self.spec.dir.parent.parent.parent
         if Path(self.spec.mountpoint) == root / "rootfs" / self.spec.id:  # made by rpull
             with contextlib.suppress(OSError):
@@ -284,7 +306,8 @@ class Daemon:
             _overlay(self.spec)
             _status(self.spec, "ready", mountpoint=self.spec.mountpoint)
             info = [self.layer_info[i] for i in range(len(self.spec.layers))]
-            if not self._tell("ready " + " ".join(f"{n}/{p}" for n, p in info)):
+            if not self._tell("ready " + " ".join(f"{n}/{p}" for n, p in info)) or \
+                    not self._named():
                 raise _Abandoned("the rpull that asked for this mount went away")
             log.info("%s mounted at %s", self.spec.image, self.spec.mountpoint)
             while not self.stopping:
@@ -350,31 +373,36 @@ def detach(log_path: Path, *, reap: bool = True) -> int | None:
     return None
 
 
-def spawn(spec: MountSpec) -> tuple[int, list[int]]:
+def spawn(spec: MountSpec) -> tuple[int, int, list[int]]:
     """Start the daemon of ``spec`` detached from the caller, before the layers' TOCs are read:
     its layer servers mount meanwhile. Returns the read end of a pipe on which the daemon says
-    ``ready`` or ``failed: why`` (EOF: it died), and per layer the pipe to hand the layer's TOC
-    to its server with :func:`send_layer` (closing one unsent makes that server give up).
+    ``ready`` or ``failed: why`` (EOF: it died); the write end of one on which the caller says
+    ``named`` once the image has its name (closing it unsaid removes the mount); and per layer
+    the pipe to hand the layer's TOC to its server with :func:`send_layer` (closing one unsent
+    makes that server give up).
 
     Forking instead of starting a new interpreter saves the imports: the mount answers sooner.
     """
     ready_r, ready_w = os.pipe()
+    named_r, named_w = os.pipe()
     feeds = [os.pipe() for _ in spec.layers]
     intermediate = detach(spec.dir / "daemon.log", reap=False)
     if intermediate is not None:
         os.close(ready_w)
+        os.close(named_r)
         for r, _ in feeds:
             os.close(r)
         threading.Thread(target=os.waitpid, args=(intermediate, 0), daemon=True).start()
-        return ready_r, [w for _, w in feeds]
+        return ready_r, named_w, [w for _, w in feeds]
     code = 1
     try:
         os.close(ready_r)
+        os.close(named_w)
         for _, w in feeds:
             os.close(w)
         gc.enable()  # (a service worker that forked this runs without the collector)
         _logging()
-        code = Daemon(spec, [r for r, _ in feeds], ready_fd=ready_w).run()
+        code = Daemon(spec, [r for r, _ in feeds], ready_fd=ready_w, named_fd=named_r).run()
     finally:
         os._exit(code)
 

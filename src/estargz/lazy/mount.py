@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # (rpull's libraries: ``i mounts`` and ``i umount`` need none
     from estargz.registry import RegistryClient
     from estargz.store import ImageStore
 
-__all__ = ["MountError", "MountInfo", "list_mounts", "rpull", "stale_mounts", "umount"]
+__all__ = ["MountError", "MountInfo", "leftover_mounts", "list_mounts", "rpull", "stale_mounts",
+           "umount"]
 
 
 class MountError(EstargzError):
@@ -211,7 +212,7 @@ def rpull(
         spec.save()
         sys.stdout.flush()
         sys.stderr.flush()
-        ready, feeds = spawn(spec)
+        ready, named, feeds = spawn(spec)
         try:
             def feed(index: int, layer: LayerSpec, toc_json: bytes) -> None:
                 try:
@@ -235,8 +236,9 @@ def rpull(
                 info = _wait_ready(spec, ready)
                 # named only once mounted: a failed rpull leaves no name behind (1 ms)
                 store.set_images({str(ref): top}, require_layers=False)
+                os.write(named, b"named\n")  # (until then, a killed rpull takes the mount away)
         finally:
-            for fd in [ready, *feeds]:
+            for fd in [ready, named, *feeds]:
                 if fd >= 0:
                     os.close(fd)
     except BaseException:
@@ -368,10 +370,18 @@ def list_mounts(store: ImageStore) -> list[MountInfo]:
 
 
 def stale_mounts(store: ImageStore) -> list[MountInfo]:
-    """Mounts a crash left behind: unmounted, failed, or without a live daemon."""
+    """Mounts a crash broke: mounted with a dead daemon (``orphaned``) or recorded ready but
+    no longer mounted (``gone``)."""
+    return [info for info in list_mounts(store) if info.state in ("gone", "orphaned")]
+
+
+def leftover_mounts(store: ImageStore) -> list[MountInfo]:
+    """State of mounts that never became ready or ended (``failed``, ``stopped``, or an
+    rpull killed before its daemon started): nothing is mounted; gc removes it."""
     return [info for info in list_mounts(store)
-            if info.state in ("gone", "orphaned", "failed", "stopped")
-            or (info.state != "ready" and _daemon_pid(info.spec) is None)]
+            if info.state in ("failed", "stopped")
+            or (info.state not in ("ready", "gone", "orphaned")
+                and _daemon_pid(info.spec) is None)]
 
 
 def umount(store: ImageStore, mountpoint: str, timeout: float = 30.0) -> MountSpec:
