@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +29,28 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 
 def _wait_socket(path: pathlib.Path, proc: subprocess.Popen[bytes], log: pathlib.Path,
                  timeout: float = 30.0) -> None:
+    """Until ``path`` accepts connections (a killed process leaves its socket file behind)."""
     deadline = time.monotonic() + timeout
-    while not path.is_socket():
+    while True:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared:\n{log.read_text(errors='replace')}")
+            raise AssertionError(f"{path} never answered:\n{log.read_text(errors='replace')}")
         time.sleep(0.05)
 
 
 class Containerd:
     """The processes and their directories; ``ctr`` runs Debian's ctr against them."""
 
-    def __init__(self, base: pathlib.Path, store: pathlib.Path) -> None:
+    def __init__(self, base: pathlib.Path, store: pathlib.Path, flags: tuple[str, ...] = ()
+                 ) -> None:
         self.base = base
         self.store = store
+        self.flags = flags
         self.socket = base / "c" / "containerd.sock"
         self.sn_socket = base / "s" / "snapshotter.sock"
         self.sn_root = base / "sroot"
@@ -57,7 +67,7 @@ class Containerd:
             self.snapshotter = subprocess.Popen(
                 [sys.executable, "-m", "estargz.cli.main", "--root", str(self.store),
                  "snapshotter", "--address", str(self.sn_socket), "--root", str(self.sn_root),
-                 "--log-level", "debug"],
+                 "--log-level", "debug", *self.flags],
                 stdout=log, stderr=log, env=env, start_new_session=True,
             )
         _wait_socket(self.sn_socket, self.snapshotter, self.sn_log)
@@ -105,8 +115,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     proc.kill()
                     proc.wait()
         self.containerd = self.snapshotter = None
+        self.stop_layer_daemons()
         for line in reversed(self.mounts()):  # what containerd or we left: innermost first
             subprocess.run(["umount", "-l", line.split()[1]], check=False, capture_output=True)
+
+    def stop_layer_daemons(self) -> None:
+        """The lazy layers' mount daemons outlive the snapshotter (as they should): end them."""
+        if not (self.store / "state" / "mounts").exists():
+            return
+        from estargz.lazy.mount import list_mounts, umount
+        from estargz.store import ImageStore
+
+        store = ImageStore(str(self.store), create=False)
+        for info in list_mounts(store):
+            umount(store, info.spec.id)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -130,7 +152,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     def mounts(self) -> list[str]:
         with open("/proc/mounts") as f:
-            return [line for line in f if f" {self.base}/" in line]
+            return [line for line in f
+                    if f" {self.base}/" in line or f" {self.store}/" in line]
 
     def snapshot_rows(self) -> list[tuple[str, str, int]]:
         """(key, parent, kind) of every row of our snapshotter's SQLite metadata."""
@@ -144,13 +167,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 
 @contextlib.contextmanager
-def containerd_with_snapshotter(store: pathlib.Path) -> Iterator[Containerd]:
-    """containerd + our snapshotter, fresh, for the duration of the block."""
+def containerd_with_snapshotter(store: pathlib.Path, *flags: str) -> Iterator[Containerd]:
+    """containerd + our snapshotter (with ``flags``), fresh, for the duration of the block."""
     DEFAULT_DIR.parent.mkdir(parents=True, exist_ok=True)
     with open(DEFAULT_DIR.parent / "gs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         base = pathlib.Path(tempfile.mkdtemp(prefix="esn", dir="/tmp"))
-        env = Containerd(base, store)
+        env = Containerd(base, store, flags)
         try:
             env.start_snapshotter()
             env.start_containerd()

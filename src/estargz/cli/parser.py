@@ -268,6 +268,8 @@ def add_snapshotter_command(sub: argparse._SubParsersAction[argparse.ArgumentPar
                    help="snapshots and their metadata (default: STORE/snapshotter)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default: %(default)s")
+    p.add_argument("--no-background-fetch", dest="background_fetch", action="store_false",
+                   help="lazy layers fetch only what is read (and their prefetch range)")
     p.set_defaults(func=_deferred("estargz.cli.snapshotter", "_cmd_snapshotter"))
 
 

@@ -21,7 +21,8 @@ def _cmd_snapshotter(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
                         format="%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s")
-    root = Path(args.snapshotter_root) if args.snapshotter_root else default_root(
-        args.root or default_store_root())
-    SnapshotterDaemon(args.address, root).serve()
+    store_root = args.root or default_store_root()
+    root = Path(args.snapshotter_root) if args.snapshotter_root else default_root(store_root)
+    SnapshotterDaemon(args.address, root, store_root,
+                      background_fetch=args.background_fetch).serve()
     return 0

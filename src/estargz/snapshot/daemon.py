@@ -3,7 +3,9 @@
 The socket's directory is made mode 0700 and the socket 0600 before anyone can connect (the
 umask is tightened around bind), so only root (containerd) reaches it. On a signal the server
 stops taking calls, lets running ones finish for a few seconds and closes the database; the
-snapshots stay on disk for the next start.
+snapshots stay on disk for the next start, and lazily mounted layers keep serving the
+containers that use them (their daemons are processes of their own); a start mounts again
+those whose daemon is gone.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from types import FrameType
 import grpc
 
 from estargz.errors import EstargzError
-from estargz.snapshot.overlay import OverlaySnapshotter
 from estargz.snapshot.service import SnapshotsServicer, add_to_server
+from estargz.snapshot.snapshotter import Snapshotter
 
 __all__ = ["DEFAULT_SOCKET", "SnapshotterDaemon", "default_root"]
 
@@ -37,9 +39,10 @@ def default_root(store_root: str) -> Path:
 class SnapshotterDaemon:
     """One snapshotter served on one socket."""
 
-    def __init__(self, address: str, root: Path) -> None:
+    def __init__(self, address: str, root: Path, store_root: str, *,
+                 background_fetch: bool = True) -> None:
         self.address = address
-        self.snapshotter = OverlaySnapshotter(root)
+        self.snapshotter = Snapshotter(root, store_root, background_fetch=background_fetch)
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
 
@@ -67,6 +70,7 @@ class SnapshotterDaemon:
 
     def serve(self) -> None:
         """Serve until :meth:`stop` or SIGTERM/SIGINT (when called from the main thread)."""
+        self.snapshotter.restore()  # before containerd can ask about those snapshots
         server = self._server = self._listen()
         server.start()
         if threading.current_thread() is threading.main_thread():

@@ -67,6 +67,8 @@ class SnapshotInfo:
     updated: float = 0.0
     size: int = 0
     inodes: int = 0
+    remote: str = ""
+    """A lazily mounted layer: the state directory of its mount (its spec); else empty."""
 
 
 _SCHEMA = """
@@ -79,17 +81,18 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     size    INTEGER NOT NULL DEFAULT 0,
-    inodes  INTEGER NOT NULL DEFAULT 0
+    inodes  INTEGER NOT NULL DEFAULT 0,
+    remote  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
 """
-_COLUMNS = "id, key, parent, kind, labels, created, updated, size, inodes"
+_COLUMNS = "id, key, parent, kind, labels, created, updated, size, inodes, remote"
 
 
-def _row(row: tuple[int, str, str, int, str, float, float, int, int]) -> SnapshotInfo:
-    id_, key, parent, kind, labels, created, updated, size, inodes = row
+def _row(row: tuple[int, str, str, int, str, float, float, int, int, str]) -> SnapshotInfo:
+    id_, key, parent, kind, labels, created, updated, size, inodes, remote = row
     return SnapshotInfo(id_, key, parent, Kind(kind), json.loads(labels), created, updated,
-                        size, inodes)
+                        size, inodes, remote)
 
 
 class MetadataStore:
@@ -149,7 +152,8 @@ class Transaction:
             key = info.parent
         return out
 
-    def create(self, key: str, parent: str, kind: Kind, labels: dict[str, str]) -> SnapshotInfo:
+    def create(self, key: str, parent: str, kind: Kind, labels: dict[str, str],
+               remote: str = "") -> SnapshotInfo:
         if not key:
             raise SnapshotError("a snapshot key must not be empty")
         if self.find(key) is not None:
@@ -158,12 +162,16 @@ class Transaction:
             raise FailedPrecondition(f"parent {parent}: not a committed snapshot")
         now = time.time()
         cur = self._db.execute(
-            "INSERT INTO snapshots (key, parent, kind, labels, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (key, parent, int(kind), json.dumps(labels, sort_keys=True), now, now),
+            "INSERT INTO snapshots (key, parent, kind, labels, created, updated, remote)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, parent, int(kind), json.dumps(labels, sort_keys=True), now, now, remote),
         )
         assert cur.lastrowid is not None
-        return SnapshotInfo(cur.lastrowid, key, parent, kind, dict(labels), now, now)
+        return SnapshotInfo(cur.lastrowid, key, parent, kind, dict(labels), now, now,
+                            remote=remote)
+
+    def set_remote(self, key: str, remote: str) -> None:
+        self._db.execute("UPDATE snapshots SET remote = ? WHERE key = ?", (remote, key))
 
     def commit(self, key: str, name: str, labels: dict[str, str], size: int,
                inodes: int) -> SnapshotInfo:

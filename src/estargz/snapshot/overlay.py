@@ -113,6 +113,21 @@ class OverlaySnapshotter:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
 
+    def create_committed(self, name: str, parent: str, labels: dict[str, str],
+                         remote: str) -> SnapshotInfo:
+        """A committed snapshot whose ``fs`` something else fills (a lazy layer's mount)."""
+        with self.meta.transaction() as tx:
+            info = tx.create(name, parent, Kind.COMMITTED, labels, remote=remote)
+            path = self.snapshot_dir(info.id)
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(mode=0o700)
+            (path / "fs").mkdir(mode=0o755)
+            return info
+
+    def set_remote(self, name: str, remote: str) -> None:
+        with self.meta.transaction() as tx:
+            tx.set_remote(name, remote)
+
     def mounts(self, key: str) -> list[Mount]:
         with self.meta.transaction() as tx:
             info = tx.get(key)
