@@ -155,11 +155,16 @@ def test_lazy_layers_after_a_restart(
         env.start_snapshotter()
         _check_output(_run(env, ours, SCRIPT, retry=True))
 
-        # SIGKILL of the snapshotter and of every layer daemon (as after a crash): the
-        # next start mounts the layers again from what it recorded
+        # SIGKILL of the snapshotter and of every layer daemon (as after a crash), and the
+        # cached TOCs gone (as a store gc drops them): the next start mounts the layers again
+        # from what it recorded, with their TOCs fetched again
         env.stop_snapshotter(signal.SIGKILL)
         for status in (tmp_path / "store" / "state" / "mounts").glob("*/status.json"):
             os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+        tocs = list((tmp_path / "store").rglob("toc.json"))
+        assert len(tocs) == 2, tocs
+        for toc in tocs:
+            toc.unlink()
         time.sleep(0.5)
         env.start_snapshotter()
         log = env.sn_log.read_text()

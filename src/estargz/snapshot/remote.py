@@ -152,12 +152,28 @@ class RemoteLayers:
         if alive:
             assert isinstance(pid, int)
             os.kill(pid, signal.SIGTERM)
+        layer = spec.layers[0]
         store = self._store()
-        if store.get_meta(spec.layers[0].digest, "toc.json") is None:
-            raise EstargzError(f"layer {spec.layers[0].digest}: its TOC is no longer in the "
-                               "store")
+        if store.get_meta(layer.digest, "toc.json") is None:  # (a store gc dropped it)
+            self._fetch_toc(store, spec)
         log.info("mounting %s again at %s", spec.layers[0].digest, spec.mountpoint)
         self.start(spec)
+
+    @staticmethod
+    def _fetch_toc(store: ImageStore, spec: MountSpec) -> None:
+        """The layer's TOC again from the registry, checked against the one mounted before."""
+        from estargz.lazy.mount import open_layer
+        from estargz.reference import Reference
+        from estargz.registry import RegistryClient
+
+        layer = spec.layers[0]
+        ref = Reference.parse(spec.image)
+        with RegistryClient.for_user(ref.registry) as client:
+            _, _, blob = open_layer(client, ref, layer.digest)
+        if blob.toc_digest != layer.toc_digest:
+            raise EstargzError(f"layer {layer.digest}: the registry's TOC is now "
+                               f"{blob.toc_digest}, not {layer.toc_digest}")
+        store.put_meta(layer.digest, "toc.json", blob.toc_json)
 
     def unmount(self, state_dir: str) -> None:
         """Stop the mount's daemon, unmount, forget its state (as ``estargz i umount``)."""
