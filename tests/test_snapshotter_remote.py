@@ -19,6 +19,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from containerdkit import SNAPSHOTTER, Containerd, containerd_with_snapshotter
 from faultproxy import FaultProxy
 from imagekit import HELLO, busybox_layers, files_layer, write_oci_layout
@@ -39,7 +41,8 @@ def estargz(store: pathlib.Path, *args: str) -> str:
 
 
 def _converted(registry: RegistryServer, repo: str, tmp_path: pathlib.Path,
-               layers: list[bytes] | None = None) -> tuple[str, list[str]]:
+               layers: list[bytes] | None = None, flags: tuple[str, ...] = ()
+               ) -> tuple[str, list[str]]:
     """Our eStargz conversion of an image (default: busybox, then a layer that adds
     /etc/hello.txt), pushed; and its layer digests."""
     layout = tmp_path / "layout"
@@ -53,8 +56,10 @@ def _converted(registry: RegistryServer, repo: str, tmp_path: pathlib.Path,
     )
     ours = f"{registry.host}/{repo}:esgz"
     work = tmp_path / "convert-store"
-    estargz(work, "i", "convert", "--oci", "--estargz", src, ours)
+    estargz(work, "i", "convert", "--oci", "--estargz", *flags, src, ours)
     estargz(work, "i", "push", ours)
+    if "--estargz-external-toc" in flags:
+        estargz(work, "i", "push", f"{ours}-esgztoc")
     doc = json.loads(estargz(work, "i", "inspect", "--json", ours))
     layers = [layer["digest"] for layer in doc["layers"]]
     assert len(layers) == 2, doc
@@ -196,3 +201,19 @@ def test_a_layer_with_whiteouts_above_another_is_unpacked(
                               "sha256sum /data/big.bin")
         _check_output(out)
         assert "gone" in out
+
+
+@pytest.mark.parametrize("flags", [
+    ("--estargz-min-chunk-size", "16384"),
+    ("--estargz-external-toc",),
+    ("--estargz-external-toc", "--estargz-keep-diff-id"),
+], ids=["min-chunk-size", "external-toc", "keep-diff-id"])
+def test_rpull_of_our_other_conversions(
+    registry: RegistryServer, repo: str, tmp_path: pathlib.Path, flags: tuple[str, ...]
+) -> None:
+    ours, _ = _converted(registry, repo, tmp_path, flags=flags)
+    with containerd_with_snapshotter(tmp_path / "store", "--no-background-fetch") as env:
+        env.ctr("i", "rpull", "--plain-http", "--snapshotter", SNAPSHOTTER, ours,
+                tool="ctr-remote")
+        assert len(_remote_rows(env)) == 2, env.log_tail(env.sn_log)
+        _check_output(_run(env, ours, SCRIPT))
