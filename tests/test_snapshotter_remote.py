@@ -217,3 +217,26 @@ def test_rpull_of_our_other_conversions(
                 tool="ctr-remote")
         assert len(_remote_rows(env)) == 2, env.log_tail(env.sn_log)
         _check_output(_run(env, ours, SCRIPT))
+
+
+def test_rpull_of_an_image_converted_by_go(
+    registry: RegistryServer, repo: str, tmp_path: pathlib.Path
+) -> None:
+    """Go's ``ctr-remote i convert`` (0.12) makes the eStargz image; we mount it lazily."""
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, "v1", [busybox_layers()[0], files_layer({"etc/hello.txt": HELLO})])
+    src = f"{registry.host}/{repo}:v1"
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{src}"],
+        check=True, capture_output=True, timeout=120,
+    )
+    theirs = f"{registry.host}/{repo}:go-esgz"
+    with containerd_with_snapshotter(tmp_path / "store", "--no-background-fetch") as env:
+        env.ctr("i", "pull", "--plain-http", src)
+        env.ctr("i", "convert", "--oci", "--estargz", src, theirs, tool="ctr-remote")
+        env.ctr("i", "push", "--plain-http", theirs)
+        env.ctr("i", "rm", "--sync", src, theirs)
+        env.ctr("i", "rpull", "--plain-http", "--snapshotter", SNAPSHOTTER, theirs,
+                tool="ctr-remote")
+        assert len(_remote_rows(env)) == 2, env.log_tail(env.sn_log)
+        _check_output(_run(env, theirs, SCRIPT))
