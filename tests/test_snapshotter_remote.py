@@ -29,6 +29,8 @@ from registry_fixture import RegistryServer
 COMMITTED = 3
 BIG = bytes(range(256)) * 40_000
 REMOTE_LABEL = "containerd.io/snapshot/remote"
+SIZES: dict[str, int] = {}
+"""Layer digest -> blob size, of the images :func:`_converted` made."""
 
 
 def estargz(store: pathlib.Path, *args: str) -> str:
@@ -62,6 +64,7 @@ def _converted(registry: RegistryServer, repo: str, tmp_path: pathlib.Path,
         estargz(work, "i", "push", f"{ours}-esgztoc")
     doc = json.loads(estargz(work, "i", "inspect", "--json", ours))
     layers = [layer["digest"] for layer in doc["layers"]]
+    SIZES.update({layer["digest"]: layer["size"] for layer in doc["layers"]})
     assert len(layers) == 2, doc
     return ours, layers
 
@@ -137,6 +140,10 @@ def test_rpull_mounts_our_layers_lazily_and_containers_run(
 
         gets = _layer_gets(proxy, layers)
         assert gets and all(rng.startswith("bytes=") for _, rng in gets), gets
+        # footer and TOC only: ranges read from the end of each blob (no prefetch landmark
+        # without --estargz-record-in), none from its start
+        assert all(rng.endswith(f"-{SIZES[d] - 1}") for d, rng in gets), gets
+        assert not any(rng.startswith("bytes=0-") for d, rng in gets if d == layers[0]), gets
 
         _check_output(_run(env, ref, SCRIPT))
         gets = _layer_gets(proxy, layers)
