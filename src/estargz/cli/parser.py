@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_commands(sub)
     add_store_commands(sub)
     add_service_command(sub)
+    add_snapshotter_command(sub)
     add_demo_command(sub)
     return parser
 
@@ -304,6 +305,20 @@ def add_service_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     stop.set_defaults(func=_deferred("estargz.cli.service", "_cmd_stop"))
     status = cmds.add_parser("status", help="exit 0 if it runs, 3 if not")
     status.set_defaults(func=_deferred("estargz.cli.service", "_cmd_status"))
+
+
+def add_snapshotter_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("snapshotter", help="serve containerd's snapshots API (a proxy plugin) "
+                       "in the foreground")
+    p.add_argument("--address", metavar="SOCKET", default="/run/estargz/snapshotter.sock",
+                   help="unix socket to listen on (default: %(default)s)")
+    p.add_argument("--root", dest="snapshotter_root", metavar="DIR",
+                   help="snapshots and their metadata (default: STORE/snapshotter)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="default: %(default)s")
+    p.add_argument("--no-background-fetch", dest="background_fetch", action="store_false",
+                   help="lazy layers fetch only what is read (and their prefetch range)")
+    p.set_defaults(func=_deferred("estargz.cli.snapshotter", "_cmd_snapshotter"))
 
 
 def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -48,8 +48,8 @@ if TYPE_CHECKING:  # (rpull's libraries: ``i mounts`` and ``i umount`` need none
     from estargz.registry import RegistryClient
     from estargz.store import ImageStore
 
-__all__ = ["MountError", "MountInfo", "leftover_mounts", "list_mounts", "rpull", "stale_mounts",
-           "umount"]
+__all__ = ["MountError", "MountInfo", "leftover_mounts", "list_mounts", "open_layer", "rpull",
+           "stale_mounts", "umount"]
 
 
 class MountError(EstargzError):
@@ -142,6 +142,22 @@ def _open_remote(client: RegistryClient, ref: Reference, layer: Descriptor,
     if blob.toc_digest != want:
         return None, f"TOC digest {blob.toc_digest} does not match the annotation {want}"
     return blob, ""
+
+
+def open_layer(client: RegistryClient, ref: Reference, layer_digest: str,
+               platform: Platform | None = None, toc_image: str | None = None
+               ) -> tuple[Descriptor, Descriptor, RawTOC]:
+    """One layer of ``ref`` as rpull opens it: the image's top descriptor, the layer's, and
+    its footer and TOC checked against the manifest's annotation; MountError saying why the
+    layer cannot be lazy."""
+    top, manifest, _ = _choose(client, ref, platform)
+    layer = next((d for d in manifest.layers if d.digest == layer_digest), None)
+    if layer is None:
+        raise MountError(f"{ref}: the manifest has no layer {layer_digest}")
+    blob, why = _open_remote(client, ref, layer, toc_image)
+    if blob is None:
+        raise MountError(f"layer {layer_digest}: cannot be lazy: {why}")
+    return top, layer, blob
 
 
 def _pull_whole(client: RegistryClient, store: ImageStore, ref: Reference, layer: Descriptor
