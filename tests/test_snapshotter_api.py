@@ -7,8 +7,10 @@ the project's own message definitions.
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -73,6 +75,22 @@ def test_socket_and_state_are_root_only(served: tuple[Containerd, Client]) -> No
     assert stat.S_IMODE(env.sn_socket.stat().st_mode) == 0o600
     assert stat.S_IMODE(env.sn_socket.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(env.sn_root.stat().st_mode) == 0o700
+    pid = os.fork()
+    if pid == 0:  # another user is refused at connect, whatever it would ask
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(env.sn_socket))
+                code = 3
+            except PermissionError:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_overlay_semantics_and_errors(served: tuple[Containerd, Client]) -> None:

@@ -11,6 +11,7 @@ import pathlib
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 
@@ -128,6 +129,10 @@ def test_restart_keeps_snapshots(registry: RegistryServer, repo: str,
 
         assert _settled(env, rows)
         env.stop_snapshotter(signal.SIGKILL)
+        check = subprocess.run([sys.executable, "-m", "estargz.cli.main", "--root",
+                                str(env.store), "store", "check"], capture_output=True,
+                               text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr  # killed: still consistent
         env.start_snapshotter()
         assert env.snapshot_rows() == rows
         assert _run_after_restart(env, ref) == HELLO.decode()
