@@ -16,7 +16,7 @@ import time
 import uuid
 
 from containerdkit import SNAPSHOTTER, Containerd, containerd_with_snapshotter
-from imagekit import HELLO, busybox_layers, write_oci_layout
+from imagekit import HELLO, busybox_layers, push_layers
 from registry_fixture import RegistryServer
 
 ACTIVE, COMMITTED = 2, 3
@@ -24,14 +24,7 @@ BIG = bytes(range(256)) * 40_000
 
 
 def _seed(registry: RegistryServer, repo: str, tmp_path: pathlib.Path) -> str:
-    layout = tmp_path / "layout"
-    write_oci_layout(layout, "v1", busybox_layers())
-    ref = f"{registry.host}/{repo}:v1"
-    subprocess.run(
-        ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{ref}"],
-        check=True, capture_output=True, timeout=120,
-    )
-    return ref
+    return push_layers(registry.host, repo.rsplit("/", 1)[-1], busybox_layers(), tmp_path)
 
 
 def _run(env: Containerd, ref: str, script: str, *, rm: bool = True) -> tuple[str, str]:
