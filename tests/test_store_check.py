@@ -97,7 +97,8 @@ def _kill_after(cli: Estargz, delay: float, *args: str) -> int:
     return proc.wait()
 
 
-DELAYS = sorted(random.Random(12).uniform(0.02, 0.3) for _ in range(3))
+_RNG = random.Random(12)
+DELAYS = sorted(_RNG.uniform(0.02, 0.3) for _ in range(3))
 """Early enough that a kill lands while each command works, on an idle machine too."""
 
 
